@@ -1,0 +1,133 @@
+"""The registry of actions: `(namespace, action) -> handler`, shared by direct calls and batch jobs.
+
+A handler takes the call's params as keyword arguments (and `ctx` when it declares one), returns
+any JSON-serialisable value, and may raise a `WireError` to answer with its own codes. Sync
+handlers run in a thread pool so they never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+
+from batchgate.protocol.errors import (
+    Forbidden,
+    InternalError,
+    NotFound,
+    WireError,
+    invalid_param,
+    missing_param,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
+RESERVED_NAMESPACE = "batch"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionContext:
+    """Who is calling, and for a batch job, which one (`async_id` is None for a direct call)."""
+
+    account: str
+    async_id: str | None = None
+    job_index: int | None = None
+    run: int | None = None
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The same on every retry of one job's run, different for a restarted run."""
+        if self.async_id is None:
+            return None
+        return f"{self.async_id}-{self.run}-{self.job_index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    namespace: str
+    name: str
+    handler: Handler
+    signature: inspect.Signature
+    is_async: bool
+
+    @property
+    def wants_ctx(self) -> bool:
+        return "ctx" in self.signature.parameters
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raises 23017 for a missing required parameter and 23016 for one the handler does not take."""
+        takes_any = False
+        for name, parameter in self.signature.parameters.items():
+            if parameter.kind is parameter.VAR_KEYWORD:
+                takes_any = True
+            elif name != "ctx" and parameter.default is parameter.empty and name not in params:
+                raise missing_param(name)
+        if not takes_any:
+            for name in params:
+                if name not in self.signature.parameters or name == "ctx":
+                    raise invalid_param(name, f"{self.namespace}.{self.name} takes no parameter '{name}'")
+
+    async def __call__(self, params: dict[str, Any], ctx: ActionContext) -> Any:
+        self.check_params(params)
+        kwargs = {**params, "ctx": ctx} if self.wants_ctx else params
+        if self.is_async:
+            return await self.handler(**kwargs)
+        return await asyncio.to_thread(self.handler, **kwargs)
+
+
+class Gateway:
+    """An application: the actions it serves, registered with `@gateway.action(namespace, name)`."""
+
+    def __init__(self) -> None:
+        self._actions: dict[tuple[str, str], Action] = {}
+
+    def action(self, namespace: str, name: str) -> Callable[[H], H]:
+        def register(handler: H) -> H:
+            self.add(namespace, name, handler)
+            return handler
+
+        return register
+
+    def add(self, namespace: str, name: str, handler: Handler) -> None:
+        if namespace == RESERVED_NAMESPACE:
+            raise ValueError("the 'batch' namespace is batchgate's own")
+        if (namespace, name) in self._actions:
+            raise ValueError(f"{namespace}.{name} is already registered")
+        self._actions[(namespace, name)] = Action(
+            namespace, name, handler, inspect.signature(handler), inspect.iscoroutinefunction(handler)
+        )
+
+    def include(self, other: Gateway) -> None:
+        """Serves another gateway's actions too."""
+        for (namespace, name), action in other._actions.items():
+            self.add(namespace, name, action.handler)
+
+    def find(self, namespace: str, name: str) -> Action:
+        action = self._actions.get((namespace, name))
+        if action is None:
+            raise NotFound(f"Unknown action {namespace}.{name}")
+        return action
+
+    async def call(self, namespace: str, name: str, params: dict[str, Any], ctx: ActionContext) -> Any:
+        """A direct call: the handler's value, or a WireError."""
+        return await self.find(namespace, name)(params, ctx)
+
+    async def run_job(self, namespace: str, name: str, params: str, ctx: ActionContext) -> bytes:
+        """A batch job: the JSON of its response, which is the error body when the call failed."""
+        try:
+            if namespace == RESERVED_NAMESPACE:
+                raise Forbidden("A batch job may not call the batch namespace")
+            action = self.find(namespace, name)
+            return orjson.dumps(await action(orjson.loads(params), ctx))
+        except WireError as exc:
+            return exc.to_json()
+        except Exception:
+            log.exception("job %s[%s] %s.%s failed", ctx.async_id, ctx.job_index, namespace, name)
+            return InternalError("The action failed unexpectedly").to_json()

@@ -1,0 +1,35 @@
+"""The built-in `test` namespace (SPEC.md §3 and decision 13), for exercising a deployment."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from batchgate.actions.registry import Gateway
+from batchgate.protocol.errors import invalid_param
+from batchgate.protocol.timestamps import now_timestamp
+
+
+def test_namespace(*, sleep_cap_s: float) -> Gateway:
+    gateway = Gateway()
+
+    @gateway.action("test", "ping")
+    async def ping() -> dict[str, str]:
+        return {"ack": now_timestamp()}
+
+    @gateway.action("test", "echo")
+    async def echo(**params: Any) -> dict[str, Any]:
+        return params
+
+    @gateway.action("test", "sleep")
+    async def sleep(seconds: Any = 0) -> dict[str, float]:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= sleep_cap_s
+        ):
+            raise invalid_param("seconds", f"must be a number from 0 to {sleep_cap_s:g}")
+        await asyncio.sleep(seconds)
+        return {"slept": seconds}
+
+    return gateway

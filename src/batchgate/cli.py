@@ -1,0 +1,269 @@
+"""The `batchgate` command: serve, keys, call, submit, migrate, purge.
+
+Every option can also be set in the environment as `BATCHGATE_<OPTION>` (e.g. `BATCHGATE_DB`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from batchgate.client import ApiError, Client
+from batchgate.settings import Settings, parse_schedule
+from batchgate.store import Store, open_store
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULTS = Settings()
+
+
+def _option(*names: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that is also read from BATCHGATE_<NAME>."""
+    env = "BATCHGATE_" + names[0].lstrip("-").replace("-", "_").upper()
+    return click.option(*names, envvar=env, show_envvar=True, show_default=True, **kwargs)
+
+
+def db_option(fn: F) -> F:
+    return _option("--db", default=DEFAULTS.db, help="Database URL (sqlite:///PATH or postgresql://...).")(fn)
+
+
+def _schedule(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        return parse_schedule(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def settings_options(fn: F) -> F:
+    options = [
+        db_option,
+        _option("--max-body-bytes", type=int, default=DEFAULTS.max_body_bytes, help="Largest request body."),
+        _option(
+            "--result-ttl",
+            type=float,
+            default=DEFAULTS.result_ttl_s,
+            help="Seconds results stay readable after a batch completes.",
+        ),
+        _option(
+            "--sleep-cap", type=float, default=DEFAULTS.sleep_cap_s, help="Longest test.sleep, in seconds."
+        ),
+        _option(
+            "--max-batches", type=int, default=DEFAULTS.max_batches, help="Batches one worker runs at once."
+        ),
+        _option(
+            "--lease",
+            type=float,
+            default=DEFAULTS.lease_s,
+            help="Seconds a worker holds a batch without renewing; a dead worker's batches resume after it.",
+        ),
+        _option(
+            "--poll-interval",
+            type=float,
+            default=DEFAULTS.poll_s,
+            help="Seconds between looks for work when nothing wakes the worker.",
+        ),
+        _option(
+            "--callback-allow",
+            default=DEFAULTS.callback_allow,
+            help="Hosts, IPs or CIDRs callbacks may reach despite the address guard (comma-separated).",
+        ),
+        _option(
+            "--callback-retry-schedule",
+            default=",".join(f"{d:g}" for d in DEFAULTS.callback_retry_schedule),
+            callback=_schedule,
+            help="Seconds before each retry of a failed callback (comma-separated).",
+        ),
+        _option(
+            "--callback-timeout",
+            type=float,
+            default=DEFAULTS.callback_timeout_s,
+            help="Seconds one callback attempt may take.",
+        ),
+        _option(
+            "--callback-concurrency",
+            type=int,
+            default=DEFAULTS.callback_concurrency,
+            help="Callbacks sent at once.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    return Settings(
+        db=options["db"],
+        max_body_bytes=options["max_body_bytes"],
+        result_ttl_s=options["result_ttl"],
+        sleep_cap_s=options["sleep_cap"],
+        max_batches=options["max_batches"],
+        lease_s=options["lease"],
+        poll_s=options["poll_interval"],
+        callback_allow=options["callback_allow"],
+        callback_retry_schedule=options["callback_retry_schedule"],
+        callback_timeout_s=options["callback_timeout"],
+        callback_concurrency=options["callback_concurrency"],
+    )
+
+
+def with_store(db: str, use: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+    async def run() -> T:
+        store = open_store(db, result_ttl_s=DEFAULTS.result_ttl_s)
+        await store.open()
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def echo_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@click.group()
+@click.version_option(package_name="batchgate")
+def main() -> None:
+    """batchgate: an asynchronous batch gateway for RPC-style JSON APIs."""
+
+
+@main.command()
+@settings_options
+@_option("--host", default="127.0.0.1", help="Address to listen on.")
+@_option("--port", type=int, default=8080, help="Port to listen on.")
+@_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(host: str, port: int, log_level: str, **options: Any) -> None:
+    """Serves the API and runs the worker and the callback delivery in one process."""
+    import uvicorn
+
+    from batchgate.server import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings_from(options))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=15,
+    )
+
+
+@main.command()
+@db_option
+def migrate(db: str) -> None:
+    """Creates the database or applies pending schema migrations."""
+
+    async def nothing(store: Store) -> None:
+        return None
+
+    with_store(db, nothing)
+    click.echo("database is up to date")
+
+
+@main.command()
+@db_option
+def purge(db: str) -> None:
+    """Deletes batches whose results have expired (serve also does this periodically)."""
+    click.echo(f"purged {with_store(db, lambda store: store.purge())} batches")
+
+
+@main.group()
+def keys() -> None:
+    """Manages API keys: each belongs to an account, and sees only that account's batches."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="The account the key belongs to.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "secret": ...} on one line.')
+def keys_create(name: str, db: str, as_json: bool) -> None:
+    """Creates a key and prints its secret (shown only here)."""
+    api_key = with_store(db, lambda store: store.create_key(name))
+    if as_json:
+        click.echo(orjson.dumps({"key": api_key.key, "secret": api_key.secret, "account": api_key.account}))
+    else:
+        click.echo(f"key:     {api_key.key}\nsecret:  {api_key.secret}\naccount: {api_key.account}")
+
+
+@keys.command("list")
+@db_option
+def keys_list(db: str) -> None:
+    """Lists keys (without their secrets)."""
+    for api_key in with_store(db, lambda store: store.list_keys()):
+        state = "revoked" if api_key.revoked_at is not None else "active"
+        click.echo(f"{api_key.key}  {api_key.account}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key")
+@db_option
+def keys_revoke(key: str, db: str) -> None:
+    """Revokes a key: its requests are refused from now on."""
+    if not with_store(db, lambda store: store.revoke_key(key)):
+        raise click.ClickException(f"no active key {key}")
+    click.echo(f"revoked {key}")
+
+
+def client_options(fn: F) -> F:
+    fn = _option("--secret", required=True, help="The key's secret.")(fn)
+    fn = _option("--key", required=True, help="The API key to sign with.")(fn)
+    return _option("--url", default="http://127.0.0.1:8080", help="batchgate's base URL.")(fn)
+
+
+def _client_call(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ApiError as exc:
+        echo_json(exc.body)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("namespace")
+@click.argument("action")
+@click.argument("params", required=False)
+@client_options
+def call(namespace: str, action: str, params: str | None, url: str, key: str, secret: str) -> None:
+    """Makes one signed call and prints the answer, e.g. `batchgate call test ping`."""
+    try:
+        decoded = orjson.loads(params) if params else None
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"PARAMS_JSON is not JSON: {exc}") from exc
+    with Client(url, key, secret) as client:
+        echo_json(_client_call(lambda: client.call(namespace, action, decoded)))
+
+
+@main.command()
+@click.argument("jobs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--callback", help="URL to POST the results to when the batch completes.")
+@click.option("--wait", is_flag=True, help="Show progress until the batch completes, then print the results.")
+@client_options
+def submit(jobs_file: Path, callback: str | None, wait: bool, url: str, key: str, secret: str) -> None:
+    """Submits a batch: JOBS_FILE holds a list of jobs, or a whole run request ({"jobs": [...]})."""
+    spec = orjson.loads(jobs_file.read_bytes())
+    jobs = spec.get("jobs", []) if isinstance(spec, dict) else spec
+    callback = callback or (spec.get("callbackUrl") if isinstance(spec, dict) else None)
+    with Client(url, key, secret) as client:
+        async_id = _client_call(lambda: client.run(jobs, callback_url=callback))
+        if not wait:
+            echo_json({"asyncId": async_id})
+            return
+        with click.progressbar(length=100, label=f"batch {async_id}", file=sys.stderr) as bar:
+
+            def advance(progress: int) -> None:
+                bar.update(progress - bar.pos)
+
+            results = _client_call(lambda: client.wait(async_id, on_progress=advance))
+        echo_json(results)

@@ -1,0 +1,163 @@
+"""A Python client of the wire protocol: an async core (`AsyncClient`) and a thin sync `Client`.
+
+async with AsyncClient("http://127.0.0.1:8080", key, secret) as api:
+    async_id = await api.run([{"namespace": "test", "action": "ping"}])
+    results = await api.wait(async_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from batchgate.protocol.signing import sign_headers
+
+
+class ApiError(Exception):
+    """The server answered with a wire error body."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body: dict[str, Any] = body if isinstance(body, dict) else {"errorCode": status, "message": str(body)}
+        self.error_code = int(self.body.get("errorCode", status))
+        specific = self.body.get("specificCode")
+        self.specific_code = int(specific) if specific is not None else None
+        super().__init__(f"{self.error_code}/{self.specific_code}: {self.body.get('message')}")
+
+
+def build_request(
+    key: str, secret: str, namespace: str, action: str, params: Any
+) -> tuple[str, bytes, dict[str, str]]:
+    """(uri, body, headers) of one signed call; the body is empty when there are no params."""
+    uri = f"/api/1.0/{namespace}?action={action}"
+    body = b"" if params is None else orjson.dumps(params)
+    return uri, body, sign_headers(key=key, secret=secret, uri=uri, body=body)
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        secret: str,
+        *,
+        timeout_s: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.secret = secret
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session = session
+        self._owns_session = session is None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, namespace: str, action: str, params: Any = None) -> Any:
+        """One signed call; the decoded answer, or ApiError for an error body."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        uri, body, headers = build_request(self.key, self.secret, namespace, action, params)
+        async with self._session.post(self.url + uri, data=body, headers=headers) as response:
+            raw = await response.read()
+        answer = orjson.loads(raw) if raw else None
+        if response.status != 200:
+            raise ApiError(response.status, answer)
+        return answer
+
+    async def run(self, jobs: Sequence[dict[str, Any]], *, callback_url: str | None = None) -> str:
+        params: dict[str, Any] = {"jobs": list(jobs)}
+        if callback_url:
+            params["callbackUrl"] = callback_url
+        answer = await self.call("batch", "run", params)
+        return str(answer["asyncId"])
+
+    async def progress(self, async_id: str) -> int:
+        return int((await self.call("batch", "progress", {"async": async_id}))["progress"])
+
+    async def results(self, async_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.call("batch", "results", {"async": async_id})
+        return answer
+
+    async def repost(self, async_id: str) -> bool:
+        return bool((await self.call("batch", "repost", {"async": async_id}))["reposted"])
+
+    async def restart(self, async_id: str) -> bool:
+        return bool((await self.call("batch", "restart", {"async": async_id}))["restarted"])
+
+    async def wait(
+        self,
+        async_id: str,
+        *,
+        poll_s: float = 0.25,
+        timeout_s: float | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Polls progress until the batch completes, then returns its results."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while (progress := await self.progress(async_id)) < 100:
+            if on_progress:
+                on_progress(progress)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {async_id} is at {progress}% after {timeout_s} s")
+            await asyncio.sleep(poll_s)
+        if on_progress:
+            on_progress(100)
+        return await self.results(async_id)
+
+
+class Client:
+    """The same calls, blocking: each runs `AsyncClient`'s coroutine on a private event loop."""
+
+    def __init__(self, url: str, key: str, secret: str, *, timeout_s: float = 30.0) -> None:
+        self._runner = asyncio.Runner()
+        self._client = AsyncClient(url, key, secret, timeout_s=timeout_s)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._runner.run(self._client.close())
+        self._runner.close()
+
+    def call(self, namespace: str, action: str, params: Any = None) -> Any:
+        return self._runner.run(self._client.call(namespace, action, params))
+
+    def run(self, jobs: Sequence[dict[str, Any]], *, callback_url: str | None = None) -> str:
+        return self._runner.run(self._client.run(jobs, callback_url=callback_url))
+
+    def progress(self, async_id: str) -> int:
+        return self._runner.run(self._client.progress(async_id))
+
+    def results(self, async_id: str) -> dict[str, Any]:
+        return self._runner.run(self._client.results(async_id))
+
+    def repost(self, async_id: str) -> bool:
+        return self._runner.run(self._client.repost(async_id))
+
+    def restart(self, async_id: str) -> bool:
+        return self._runner.run(self._client.restart(async_id))
+
+    def wait(self, async_id: str, **options: Any) -> dict[str, Any]:
+        return self._runner.run(self._client.wait(async_id, **options))
+
+
+__all__ = ["ApiError", "AsyncClient", "Client", "build_request"]

@@ -1,0 +1,100 @@
+"""What the worker and the delivery loop share: claim what is due, run each item as a task, and
+wait on a wake-up, a finished task or the poll interval, never on a bare sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine
+from typing import Any
+
+from batchgate.store import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def owner_id(role: str) -> str:
+    """Names a lease holder: host, process and a random suffix, for the operator reading the table."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class ClaimLoop(ABC):
+    """Claims up to `capacity` items at a time and runs each as a task until stopped or idle."""
+
+    def __init__(self, *, capacity: int, poll_s: float) -> None:
+        self.capacity = capacity
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Something new may be due: claim now instead of at the next poll."""
+        self._wake.set()
+
+    @abstractmethod
+    async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
+        """Claims up to `limit` items and returns the coroutines that work on them."""
+
+    async def _idle_wait_s(self) -> float | None:
+        """How long to wait when nothing was claimed; None means there is nothing left to do at all."""
+        return None
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Works until `stop()`; with `until_idle`, returns once nothing is running or left to do."""
+        while not self._stopping:
+            self._wake.clear()
+            free = self.capacity - len(self._tasks)
+            started = await self._start(free) if free > 0 else 0
+            if started and started == free:
+                continue  # there may be more waiting
+            wait_s = self.poll_s if self._tasks else await self._idle_wait_s_safe()
+            if until_idle and not self._tasks and wait_s is None:
+                return
+            await self._wait(self.poll_s if wait_s is None else min(wait_s, self.poll_s))
+
+    async def _idle_wait_s_safe(self) -> float | None:
+        try:
+            return await self._idle_wait_s()
+        except StoreError:
+            log.exception("%s could not read the store", type(self).__name__)
+            return self.poll_s
+
+    async def _start(self, limit: int) -> int:
+        try:
+            work = await self._claim(limit)
+        except StoreError:
+            log.exception("%s could not claim work", type(self).__name__)
+            return 0
+        for coroutine in work:
+            task = asyncio.create_task(coroutine)
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        return len(work)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s task failed", type(self).__name__, exc_info=task.exception())
+        self._wake.set()
+
+    async def _wait(self, timeout_s: float) -> None:
+        if timeout_s <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+
+    async def stop(self, *, grace_s: float) -> None:
+        """Stops claiming, lets running items finish their current step, then cancels what is left."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

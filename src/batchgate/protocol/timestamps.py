@@ -1,0 +1,31 @@
+"""The protocol's timestamp form: UTC `yyyy-mm-dd HH:mm:ss`, optionally followed by ` UTC`."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+
+_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def format_timestamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(_FORMAT)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Reads both `2021-05-13 07:05:33` and `2021-05-13 07:05:33 UTC`; raises ValueError otherwise."""
+    text = text.strip().removesuffix(" UTC")
+    return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
+
+
+def parse_http_date(text: str) -> datetime:
+    """Reads an RFC 1123 `Date` header; raises ValueError when it is not one."""
+    try:
+        at = email.utils.parsedate_to_datetime(text)
+    except (TypeError, IndexError) as exc:
+        raise ValueError(f"not an HTTP date: {text!r}") from exc
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def now_timestamp() -> str:
+    return format_timestamp(datetime.now(UTC))

@@ -1,0 +1,226 @@
+"""The store contract. Public methods own ids, timestamps and state transitions; the backends
+implement only the small `_hooks` below them.
+
+    StoreError
+     └── StoreUnavailable    the database could not be reached or refused the write
+
+Drivers' exceptions never leave a backend: each translates them into these.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import orjson
+
+from batchgate.models import (
+    ApiKey,
+    Attempt,
+    Batch,
+    BatchStatus,
+    Delivery,
+    DeliveryStatus,
+    JobResult,
+    JobSpec,
+    Lease,
+)
+
+
+class StoreError(Exception):
+    """The store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or refused the write."""
+
+
+def new_id() -> str:
+    """32 lowercase hex characters from 128 random bits (SPEC.md decision 2)."""
+    return secrets.token_hex(16)
+
+
+def results_body(batch_id: str, results: Sequence[JobResult]) -> bytes:
+    """The `results` answer and callback body, built from stored JSON without decoding it again."""
+    return orjson.dumps(
+        {
+            "asyncId": batch_id,
+            "results": [
+                {
+                    "namespace": r.namespace,
+                    "action": r.action,
+                    "request": orjson.Fragment(r.params),
+                    "response": orjson.Fragment(r.response),
+                }
+                for r in results
+            ],
+        }
+    )
+
+
+class Store(ABC):
+    """Keys, batches with their jobs, and the callback outbox."""
+
+    def __init__(self, *, result_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.result_ttl_s = result_ttl_s
+        self.clock = clock
+        self.on_delivery_queued: Callable[[], None] = lambda: None  # wakes this process's delivery loop
+
+    # lifecycle -------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None:
+        """Connects and applies pending schema migrations."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # keys ------------------------------------------------------------------
+    async def create_key(self, account: str) -> ApiKey:
+        api_key = ApiKey(
+            key=secrets.token_hex(16),
+            secret=secrets.token_urlsafe(32),
+            account=account,
+            created_at=self.clock(),
+        )
+        await self._insert_key(api_key)
+        return api_key
+
+    @abstractmethod
+    async def _insert_key(self, api_key: ApiKey) -> None: ...
+
+    @abstractmethod
+    async def get_key(self, key: str) -> ApiKey | None: ...
+
+    @abstractmethod
+    async def list_keys(self) -> list[ApiKey]: ...
+
+    async def revoke_key(self, key: str) -> bool:
+        """Revokes a key; False when there is no such active key."""
+        return await self._revoke_key(key, self.clock())
+
+    @abstractmethod
+    async def _revoke_key(self, key: str, now: float) -> bool: ...
+
+    # batches, as the API sees them -----------------------------------------
+    async def submit(self, api_key: ApiKey, jobs: Sequence[JobSpec], callback_url: str | None) -> Batch:
+        """Commits a batch and all its jobs in one transaction and returns it, queued."""
+        batch = Batch(
+            id=new_id(),
+            account=api_key.account,
+            key=api_key.key,
+            callback_url=callback_url,
+            job_count=len(jobs),
+            done_count=0,
+            status=BatchStatus.QUEUED,
+            run=1,
+            created_at=self.clock(),
+        )
+        await self._insert_batch(batch, jobs)
+        return batch
+
+    @abstractmethod
+    async def _insert_batch(self, batch: Batch, jobs: Sequence[JobSpec]) -> None: ...
+
+    async def get_batch(self, account: str, batch_id: str) -> Batch | None:
+        """The account's batch, or None when it does not exist, is another's, or has expired."""
+        return await self._get_batch(account, batch_id, self.clock())
+
+    @abstractmethod
+    async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None: ...
+
+    async def results(self, batch: Batch) -> bytes:
+        """The `results` body of a complete batch."""
+        return results_body(batch.id, await self._job_results(batch.id))
+
+    @abstractmethod
+    async def _job_results(self, batch_id: str) -> list[JobResult]: ...
+
+    async def restart(self, batch: Batch) -> None:
+        """Queues every job of the batch to run again; a worker running it loses its lease."""
+        await self._restart(batch.id)
+
+    @abstractmethod
+    async def _restart(self, batch_id: str) -> None: ...
+
+    async def repost(self, batch: Batch) -> None:
+        """Queues a new delivery (a new webhook-id) of the complete batch's results."""
+        if batch.callback_url:
+            await self._insert_delivery(new_id(), batch.id, await self.results(batch), self.clock())
+            self.on_delivery_queued()
+
+    @abstractmethod
+    async def _insert_delivery(self, delivery_id: str, batch_id: str, body: bytes, now: float) -> None: ...
+
+    # batches, as the worker sees them --------------------------------------
+    async def claim_batches(self, owner: str, *, limit: int, lease_s: float) -> list[Lease]:
+        """Leases up to `limit` runnable batches: queued ones, and running ones whose lease expired."""
+        return await self._claim_batches(owner, limit, self.clock(), lease_s)
+
+    @abstractmethod
+    async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]: ...
+
+    async def record(self, lease: Lease, index: int, response: bytes, *, lease_s: float) -> bool:
+        """Records job `index`'s response and renews the lease; the last job completes the batch
+        and queues its callback in the same transaction. False when the lease was lost."""
+        recorded = await self._record(lease, index, response.decode(), self.clock(), lease_s)
+        if recorded and index + 1 == lease.job_count and lease.callback_url:
+            self.on_delivery_queued()
+        return recorded
+
+    @abstractmethod
+    async def _record(self, lease: Lease, index: int, response: str, now: float, lease_s: float) -> bool: ...
+
+    async def renew(self, tokens: Sequence[str], *, lease_s: float) -> None:
+        """Extends the leases that are still held."""
+        if tokens:
+            await self._renew(tokens, self.clock() + lease_s)
+
+    @abstractmethod
+    async def _renew(self, tokens: Sequence[str], until: float) -> None: ...
+
+    async def release(self, tokens: Sequence[str]) -> None:
+        """Gives leases up at once (on shutdown), so their batches are claimed again without waiting."""
+        if tokens:
+            await self._renew(tokens, 0.0)
+
+    # the callback outbox ---------------------------------------------------
+    async def claim_deliveries(self, owner: str, *, limit: int, lease_s: float) -> list[Delivery]:
+        """Leases up to `limit` pending deliveries that are due."""
+        return await self._claim_deliveries(owner, limit, self.clock(), lease_s)
+
+    @abstractmethod
+    async def _claim_deliveries(
+        self, owner: str, limit: int, now: float, lease_s: float
+    ) -> list[Delivery]: ...
+
+    async def finish_attempt(
+        self, delivery: Delivery, attempt: Attempt, retry_in_s: float | None, final: DeliveryStatus
+    ) -> None:
+        """Records an attempt; the delivery is due again in `retry_in_s`, or ends with `final`."""
+        if retry_in_s is None:
+            await self._finish_attempt(delivery, attempt, final, None)
+        else:
+            await self._finish_attempt(delivery, attempt, DeliveryStatus.PENDING, attempt.at + retry_in_s)
+
+    @abstractmethod
+    async def _finish_attempt(
+        self, delivery: Delivery, attempt: Attempt, status: DeliveryStatus, next_at: float | None
+    ) -> None: ...
+
+    @abstractmethod
+    async def next_delivery_at(self) -> float | None:
+        """When the earliest pending delivery is due, or None when there is none."""
+
+    @abstractmethod
+    async def attempts(self, batch_id: str) -> list[Attempt]:
+        """Every delivery attempt for a batch, oldest first."""
+
+    # housekeeping ----------------------------------------------------------
+    async def purge(self) -> int:
+        """Deletes batches whose results have expired; returns how many."""
+        return await self._purge(self.clock())
+
+    @abstractmethod
+    async def _purge(self, now: float) -> int: ...
