@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -47,6 +47,18 @@ class ActionContext:
         if self.async_id is None:
             return None
         return f"{self.async_id}-{self.run}-{self.job_index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer passed on as it came, such as an upstream API's status and JSON body."""
+
+    status: int
+    body: bytes
+
+
+# Serves a whole namespace: (namespace, action, params as JSON text, ctx) -> the reply to pass on.
+Forward = Callable[[str, str, str, ActionContext], Awaitable[Reply]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,18 @@ class Gateway:
 
     def __init__(self) -> None:
         self._actions: dict[tuple[str, str], Action] = {}
+        self._mounts: dict[str, Forward] = {}
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+
+    async def startup(self) -> None:
+        """Runs the start-up hooks (opening upstream sessions, say) before the first call."""
+        for hook in self.on_startup:
+            await hook()
+
+    async def shutdown(self) -> None:
+        for hook in reversed(self.on_shutdown):
+            await hook()
 
     def action(self, namespace: str, name: str) -> Callable[[H], H]:
         def register(handler: H) -> H:
@@ -104,10 +128,20 @@ class Gateway:
             namespace, name, handler, inspect.signature(handler), inspect.iscoroutinefunction(handler)
         )
 
+    def mount(self, namespace: str, forward: Forward) -> None:
+        """Serves every action of `namespace` through `forward` (gateway mode)."""
+        if namespace == RESERVED_NAMESPACE:
+            raise ValueError("the 'batch' namespace is batchgate's own")
+        self._mounts[namespace] = forward
+
     def include(self, other: Gateway) -> None:
-        """Serves another gateway's actions too."""
+        """Serves another gateway's actions and mounts too."""
         for (namespace, name), action in other._actions.items():
             self.add(namespace, name, action.handler)
+        for namespace, forward in other._mounts.items():
+            self.mount(namespace, forward)
+        self.on_startup.extend(other.on_startup)
+        self.on_shutdown.extend(other.on_shutdown)
 
     def find(self, namespace: str, name: str) -> Action:
         action = self._actions.get((namespace, name))
@@ -116,7 +150,10 @@ class Gateway:
         return action
 
     async def call(self, namespace: str, name: str, params: dict[str, Any], ctx: ActionContext) -> Any:
-        """A direct call: the handler's value, or a WireError."""
+        """A direct call: the handler's value (a `Reply` from a mount), or a WireError."""
+        forward = self._mounts.get(namespace)
+        if forward is not None:
+            return await forward(namespace, name, orjson.dumps(params).decode(), ctx)
         return await self.find(namespace, name)(params, ctx)
 
     async def run_job(self, namespace: str, name: str, params: str, ctx: ActionContext) -> bytes:
@@ -124,6 +161,9 @@ class Gateway:
         try:
             if namespace == RESERVED_NAMESPACE:
                 raise Forbidden("A batch job may not call the batch namespace")
+            forward = self._mounts.get(namespace)
+            if forward is not None:
+                return (await forward(namespace, name, params, ctx)).body
             action = self.find(namespace, name)
             return orjson.dumps(await action(orjson.loads(params), ctx))
         except WireError as exc:

@@ -24,7 +24,9 @@ class ApiError(Exception):
 
     def __init__(self, status: int, body: Any) -> None:
         self.status = status
-        self.body: dict[str, Any] = body if isinstance(body, dict) else {"errorCode": status, "message": str(body)}
+        self.body: dict[str, Any] = (
+            body if isinstance(body, dict) else {"errorCode": status, "message": str(body)}
+        )
         self.error_code = int(self.body.get("errorCode", status))
         specific = self.body.get("specificCode")
         self.specific_code = int(specific) if specific is not None else None

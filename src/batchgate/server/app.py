@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batchgate.actions import ActionContext, Gateway
+from batchgate.actions import ActionContext, Gateway, Reply
 from batchgate.actions.testing import test_namespace
 from batchgate.batches import Batches
 from batchgate.delivery import Deliverer
@@ -74,6 +74,7 @@ class Service:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.gateway.startup()
         if self.worker is None:
             return
         policy = self.batches.policy
@@ -90,6 +91,7 @@ class Service:
             poll_s=self.settings.poll_s,
         )
         self.store.on_delivery_queued = self.deliverer.wake
+        await self.store.listen(on_batches=self.worker.wake, on_deliveries=self.deliverer.wake)
         self._tasks = [
             asyncio.create_task(loop)
             for loop in (self.worker.run(), self.deliverer.run(), self._purge_periodically())
@@ -102,6 +104,7 @@ class Service:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.deliverer.session.close()
+        await self.gateway.shutdown()
         await self.store.close()
 
     async def _purge_periodically(self) -> None:
@@ -115,7 +118,10 @@ class Service:
     # the HTTP side ---------------------------------------------------------
     async def call(self, request: Request) -> Response:
         try:
-            return json_response(await self._call(request))
+            answer = await self._call(request)
+            if isinstance(answer, Reply):
+                return Response(answer.body, status_code=answer.status, media_type="application/json")
+            return json_response(answer)
         except WireError as exc:
             return error_response(exc)
         except Exception:

@@ -76,6 +76,9 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def listen(self, *, on_batches: Callable[[], None], on_deliveries: Callable[[], None]) -> None:
+        """Calls back when another process queues work; a backend without notifications relies on polling."""
+
     # keys ------------------------------------------------------------------
     async def create_key(self, account: str) -> ApiKey:
         api_key = ApiKey(
