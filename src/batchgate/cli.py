@@ -6,7 +6,9 @@ Every option can also be set in the environment as `BATCHGATE_<OPTION>` (e.g. `B
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
+from batchgate.actions import Gateway
 from batchgate.client import ApiError, Client
 from batchgate.settings import Settings, parse_schedule
 from batchgate.store import Store, open_store
@@ -136,21 +139,54 @@ def main() -> None:
     """batchgate: an asynchronous batch gateway for RPC-style JSON APIs."""
 
 
+def load_gateway(app: str | None) -> Gateway | None:
+    """The user's application object, from `package.module:attribute`."""
+    if not app:
+        return None
+    module_name, _, attribute = app.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute or "gateway")
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {app!r}: {exc}", param_hint="--app") from exc
+    if not isinstance(found, Gateway):
+        raise click.BadParameter(
+            f"{app!r} is a {type(found).__name__}, not a batchgate.Gateway", param_hint="--app"
+        )
+    return found
+
+
+def app_options(fn: F) -> F:
+    fn = _option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))(fn)
+    return _option("--app", default=None, help="Your actions: a Gateway object as package.module:attribute.")(
+        fn
+    )
+
+
+def configure_logging(log_level: str) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 @main.command()
 @settings_options
+@app_options
 @_option("--host", default="127.0.0.1", help="Address to listen on.")
 @_option("--port", type=int, default=8080, help="Port to listen on.")
-@_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(host: str, port: int, log_level: str, **options: Any) -> None:
-    """Serves the API and runs the worker and the callback delivery in one process."""
+@_option(
+    "--worker/--no-worker",
+    "run_worker",
+    default=True,
+    help="Also run jobs and callbacks in this process (--no-worker serves the API only).",
+)
+def serve(host: str, port: int, run_worker: bool, app: str | None, log_level: str, **options: Any) -> None:
+    """Serves the API and, unless --no-worker, runs the worker and the callback delivery too."""
     import uvicorn
 
     from batchgate.server import create_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings_from(options))
+    configure_logging(log_level)
+    asgi = create_app(settings_from(options), load_gateway(app), run_worker=run_worker)
     uvicorn.run(
-        app,
+        asgi,
         host=host,
         port=port,
         log_level=log_level,
@@ -158,6 +194,28 @@ def serve(host: str, port: int, log_level: str, **options: Any) -> None:
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
+
+
+@main.command()
+@settings_options
+@app_options
+def worker(app: str | None, log_level: str, **options: Any) -> None:
+    """Runs jobs and callback deliveries only, beside API processes that share the database."""
+    from batchgate.server.app import Service
+
+    configure_logging(log_level)
+    service = Service.build(settings_from(options), load_gateway(app), run_worker=True)
+
+    async def work() -> None:
+        await service.start()
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopped.set)
+        await stopped.wait()
+        await service.stop()
+
+    asyncio.run(work())
 
 
 @main.command()

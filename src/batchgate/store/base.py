@@ -78,6 +78,7 @@ class Store(ABC):
 
     async def listen(self, *, on_batches: Callable[[], None], on_deliveries: Callable[[], None]) -> None:
         """Calls back when another process queues work; a backend without notifications relies on polling."""
+        return None
 
     # keys ------------------------------------------------------------------
     async def create_key(self, account: str) -> ApiKey:
