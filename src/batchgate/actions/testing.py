@@ -10,7 +10,7 @@ from batchgate.protocol.errors import invalid_param
 from batchgate.protocol.timestamps import now_timestamp
 
 
-def test_namespace(*, sleep_cap_s: float) -> Gateway:
+def builtin_actions(*, sleep_cap_s: float) -> Gateway:
     gateway = Gateway()
 
     @gateway.action("test", "ping")

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batchgate.actions import ActionContext, Gateway, Reply
-from batchgate.actions.testing import test_namespace
+from batchgate.actions.testing import builtin_actions
 from batchgate.batches import Batches
 from batchgate.delivery import Deliverer
 from batchgate.netguard import AddressPolicy, guarded_connector
@@ -55,7 +55,7 @@ class Service:
 
     @classmethod
     def build(cls, settings: Settings, gateway: Gateway | None = None, *, run_worker: bool = True) -> Service:
-        actions = test_namespace(sleep_cap_s=settings.sleep_cap_s)
+        actions = builtin_actions(sleep_cap_s=settings.sleep_cap_s)
         if gateway is not None:
             actions.include(gateway)
         store = open_store(settings.db, result_ttl_s=settings.result_ttl_s)

@@ -1,0 +1,132 @@
+"""The worker on a real store: order, concurrency, leases, fencing and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from batchgate.actions import ActionContext, Gateway
+from batchgate.actions.testing import builtin_actions
+from batchgate.models import BatchStatus, JobSpec
+from batchgate.store import Store
+from batchgate.worker import Worker
+
+
+def recording_gateway(
+    log: list[tuple[str, int]], *, hold: asyncio.Event | None = None, entered: asyncio.Event | None = None
+) -> Gateway:
+    """`rec.note` logs each job; with `hold`, it signals `entered` and waits for `hold` first."""
+    gateway = builtin_actions(sleep_cap_s=5)
+
+    @gateway.action("rec", "note")
+    async def note(ctx: ActionContext, **params: Any) -> dict[str, Any]:
+        if hold is not None and entered is not None:
+            entered.set()
+            await hold.wait()
+        log.append((ctx.async_id or "", ctx.job_index or 0))
+        return {"index": ctx.job_index, "key": ctx.idempotency_key}
+
+    @gateway.action("rec", "boom")
+    def boom(**params: Any) -> None:
+        raise RuntimeError("the handler broke")
+
+    return gateway
+
+
+def jobs(count: int, action: str = "note") -> list[JobSpec]:
+    return [JobSpec("rec", action, orjson.dumps({"i": i}).decode()) for i in range(count)]
+
+
+async def test_jobs_of_a_batch_run_in_order_and_batches_run_together(store: Store) -> None:
+    key = await store.create_key("acme")
+    batches = [await store.submit(key, jobs(30), None) for _ in range(5)]
+    log: list[tuple[str, int]] = []
+    await Worker(store, recording_gateway(log), max_batches=5).run(until_idle=True)
+    for batch in batches:
+        assert [index for batch_id, index in log if batch_id == batch.id] == list(range(30))
+    # interleaved: the worker did not run the batches one after another
+    assert [batch_id for batch_id, _ in log[:5]] != [batches[0].id] * 5
+    for batch in batches:
+        done = await store.get_batch("acme", batch.id)
+        assert done is not None and done.status is BatchStatus.COMPLETE and done.progress == 100
+
+
+async def test_a_failing_handler_gives_a_500_response_and_the_batch_carries_on(store: Store) -> None:
+    key = await store.create_key("acme")
+    batch = await store.submit(key, [*jobs(1, "boom"), *jobs(1)], None)
+    await Worker(store, recording_gateway([])).run(until_idle=True)
+    results = orjson.loads(await store.results(batch))["results"]
+    assert results[0]["response"]["errorCode"] == 500
+    assert results[1]["response"]["index"] == 1
+
+
+async def test_the_idempotency_key_changes_with_a_restart(store: Store) -> None:
+    key = await store.create_key("acme")
+    batch = await store.submit(key, jobs(1), None)
+    gateway = recording_gateway([])
+    await Worker(store, gateway).run(until_idle=True)
+    first = orjson.loads(await store.results(batch))["results"][0]["response"]["key"]
+    await store.restart(batch)
+    await Worker(store, gateway).run(until_idle=True)
+    second = orjson.loads(await store.results(batch))["results"][0]["response"]["key"]
+    assert first == f"{batch.id}-1-0"
+    assert second == f"{batch.id}-2-0"
+
+
+async def test_a_dead_workers_batch_is_resumed_after_its_lease_expires(store: Store) -> None:
+    key = await store.create_key("acme")
+    batch = await store.submit(key, jobs(4), None)
+    # A worker that claimed the batch, recorded two jobs, then died without a word.
+    [lease] = await store.claim_batches("dead", limit=1, lease_s=0.3)
+    for index in (0, 1):
+        assert await store.record(lease, index, b'{"by":"dead"}', lease_s=0.3)
+    log: list[tuple[str, int]] = []
+    worker = Worker(store, recording_gateway(log), lease_s=5, poll_s=0.05)
+    assert await store.claim_batches("early", limit=1, lease_s=1) == []  # still leased
+    await asyncio.sleep(0.35)
+    await worker.run(until_idle=True)
+    assert [index for _, index in log] == [2, 3]
+    responses = [r["response"] for r in orjson.loads(await store.results(batch))["results"]]
+    assert responses == [
+        {"by": "dead"},
+        {"by": "dead"},
+        {"index": 2, "key": f"{batch.id}-1-2"},
+        {"index": 3, "key": f"{batch.id}-1-3"},
+    ]
+
+
+async def test_a_restart_takes_the_batch_away_from_its_worker(store: Store) -> None:
+    key = await store.create_key("acme")
+    batch = await store.submit(key, jobs(3), None)
+    hold, entered = asyncio.Event(), asyncio.Event()
+    log: list[tuple[str, int]] = []
+    worker = Worker(store, recording_gateway(log, hold=hold, entered=entered), poll_s=0.05)
+    running = asyncio.create_task(worker.run(until_idle=True))
+    await entered.wait()  # the worker is now inside job 0
+    await store.restart(batch)
+    hold.set()
+    await running
+    # job 0's stale result was refused; the restarted run went through all three jobs.
+    assert [index for _, index in log] == [0, 0, 1, 2]
+    done = await store.get_batch("acme", batch.id)
+    assert done is not None and done.run == 2 and done.status is BatchStatus.COMPLETE
+
+
+async def test_stop_finishes_the_current_job_and_hands_the_rest_back(store: Store) -> None:
+    key = await store.create_key("acme")
+    batch = await store.submit(key, jobs(5), None)
+    hold, entered = asyncio.Event(), asyncio.Event()
+    log: list[tuple[str, int]] = []
+    worker = Worker(store, recording_gateway(log, hold=hold, entered=entered), lease_s=60)
+    running = asyncio.create_task(worker.run())
+    await entered.wait()
+    stopping = asyncio.create_task(worker.stop(grace_s=5))
+    hold.set()
+    await stopping
+    await running
+    assert [index for _, index in log] == [0]
+    # Released at once: another worker claims it without waiting for the 60 s lease.
+    [lease] = await store.claim_batches("next", limit=1, lease_s=5)
+    assert (lease.batch_id, lease.start) == (batch.id, 1)
