@@ -143,14 +143,16 @@ async def raw_post(
         return response.status, (orjson.loads(raw) if raw else None)
 
 
-async def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    """Polls an async or sync check until it returns something truthy (for state that has no event)."""
+async def eventually(
+    read: Callable[[], Any], *, until: Callable[[Any], bool] = bool, timeout_s: float = 20.0
+) -> Any:
+    """Reads (sync or async) until `until(value)` holds: for state in another process, which has no event."""
     deadline = time.monotonic() + timeout_s
     while True:
-        value = check()
+        value = read()
         if asyncio.iscoroutine(value):
             value = await value
-        if value or time.monotonic() > deadline:
-            assert value, f"condition not met within {timeout_s} s"
+        if until(value):
             return value
+        assert time.monotonic() < deadline, f"condition not met within {timeout_s} s (last {value!r})"
         await asyncio.sleep(0.02)

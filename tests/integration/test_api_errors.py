@@ -14,6 +14,7 @@ from batchgate.protocol import errors
 from batchgate.protocol.signing import sign_headers
 from batchgate.settings import Settings
 from batchgate.store.sqlite import SQLiteStore
+
 from support import LiveServer, live_server, raw_post
 
 PING = {"namespace": "test", "action": "ping", "params": {}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from batchgate import webhooks
 from batchgate.settings import Settings
+
 from support import live_server, receiver
 
 

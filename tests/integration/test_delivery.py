@@ -17,6 +17,7 @@ from batchgate.netguard import AddressPolicy, guarded_connector
 from batchgate.retry import RetryPolicy
 from batchgate.store import Store
 from batchgate.worker import Worker
+
 from support import Receiver, receiver
 
 LOOPBACK = AddressPolicy.from_spec("127.0.0.1")

@@ -1,0 +1,80 @@
+"""Nothing acknowledged is lost: SIGKILL in the middle of batches, restart, and everything completes."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from batchgate.client import AsyncClient
+
+from processes import ServeProcess, create_key
+from support import eventually, receiver
+
+BATCHES, JOBS = 12, 40
+
+
+def jobs_of(batch: int) -> list[dict[str, object]]:
+    # test.sleep keeps every batch in flight long enough to be interrupted; echo checks the order.
+    return [
+        job
+        for n in range(JOBS // 2)
+        for job in (
+            {"namespace": "test", "action": "sleep", "params": {"seconds": 0.02}},
+            {"namespace": "test", "action": "echo", "params": {"batch": batch, "n": n}},
+        )
+    ]
+
+
+async def test_sigkill_mid_batch_then_restart_completes_every_batch_and_calls_back(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    key, secret = create_key(sqlite_url)
+    server = ServeProcess(sqlite_url, tmp_path / "serve.log", env={"BATCHGATE_LEASE": "2"}).start()
+    try:
+        async with receiver() as recv:
+            async with AsyncClient(server.url, key, secret) as api:
+                ids = [await api.run(jobs_of(b), callback_url=f"{recv.url}/b{b}") for b in range(BATCHES)]
+                # every batch is now part-way through
+                await eventually(lambda: api.progress(ids[-1]), until=lambda p: p >= 10)
+            assert server.signal(signal.SIGKILL) == -signal.SIGKILL
+            restarted = ServeProcess(sqlite_url, server.log, port=server.port).start()
+            try:
+                async with AsyncClient(restarted.url, key, secret) as api:
+                    for b, async_id in enumerate(ids):
+                        results = (await api.wait(async_id, poll_s=0.05, timeout_s=60))["results"]
+                        echoes = [r["response"] for r in results if r["action"] == "echo"]
+                        assert echoes == [{"batch": b, "n": n} for n in range(JOBS // 2)]
+                        [first, *again] = await recv.wait_for(f"/b{b}", 1)
+                        assert first.json == {"asyncId": async_id, "results": results}
+                        # a retry after the crash may repeat a delivery, always with the same webhook-id
+                        assert {c.headers["webhook-id"] for c in again} <= {first.headers["webhook-id"]}
+            finally:
+                restarted.stop()
+    finally:
+        server.stop()
+
+
+async def test_sigterm_finishes_gracefully_and_the_batch_resumes_at_once(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    key, secret = create_key(sqlite_url)
+    # A lease far longer than the test: only a graceful release lets the restart resume at once.
+    server = ServeProcess(sqlite_url, tmp_path / "serve.log", env={"BATCHGATE_LEASE": "600"}).start()
+    try:
+        async with AsyncClient(server.url, key, secret) as api:
+            async_id = await api.run(jobs_of(0))
+            await eventually(lambda: api.progress(async_id), until=lambda p: p >= 10)
+        # uvicorn ends by re-raising the signal once its graceful shutdown is done
+        assert server.signal(signal.SIGTERM) == -signal.SIGTERM
+        assert "Finished server process" in server.log.read_text()
+        restarted = ServeProcess(sqlite_url, server.log, port=server.port).start()
+        try:
+            async with AsyncClient(restarted.url, key, secret) as api:
+                results = (await api.wait(async_id, poll_s=0.05, timeout_s=30))["results"]
+            assert [r["response"] for r in results if r["action"] == "echo"] == [
+                {"batch": 0, "n": n} for n in range(JOBS // 2)
+            ]
+        finally:
+            restarted.stop()
+    finally:
+        server.stop()
