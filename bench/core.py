@@ -83,10 +83,12 @@ async def start_receiver(callbacks: Callbacks) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/cb"
 
 
-def start_server(db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(db: str, port: int, log: Path, profile: str | None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BATCHGATE_CALLBACK_ALLOW": "127.0.0.1", "BATCHGATE_LOG_LEVEL": "warning"}
+    # py-spy samples the server (all threads, idle excluded) into a raw flame-graph file
+    prefix = ["py-spy", "record", "--threads", "--format", "raw", "-o", profile, "--"] if profile else []
     proc = subprocess.Popen(
-        [BATCHGATE, "serve", "--db", db, "--port", str(port)],
+        [*prefix, BATCHGATE, "serve", "--db", db, "--port", str(port)],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -168,7 +170,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             ).stdout
         )
         port = free_port()
-        server = start_server(db, port, folder / "serve.log")
+        server = start_server(db, port, folder / "serve.log", args.profile)
         callbacks = Callbacks()
         runner, url = await start_receiver(callbacks)
         try:
@@ -182,7 +184,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 }
         finally:
             await runner.cleanup()
-            os.killpg(server.pid, signal.SIGTERM)
+            os.killpg(server.pid, signal.SIGINT if args.profile else signal.SIGTERM)
             server.wait(30)
     run = results["run"]
     assert isinstance(run, dict)
@@ -198,4 +200,5 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--submits", type=int, default=2000)
     parser.add_argument("--solo", type=int, default=10)
+    parser.add_argument("--profile", metavar="PATH", help="record the server with py-spy into PATH")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

@@ -27,7 +27,7 @@ from batchgate.protocol.signing import API_VERSION
 from batchgate.retry import RetryPolicy
 from batchgate.server.envelope import authenticate, parse_params, read_body
 from batchgate.settings import Settings
-from batchgate.store import Store, open_store
+from batchgate.store import Store, StoreError, open_store
 from batchgate.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,13 @@ class Service:
     async def _purge_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.settings.purge_every_s)
-            with contextlib.suppress(Exception):
+            try:
                 purged = await self.store.purge()
-                if purged:
-                    log.info("purged %d expired batches", purged)
+            except StoreError:
+                log.exception("could not purge expired batches; trying again later")
+                continue
+            if purged:
+                log.info("purged %d expired batches", purged)
 
     # the HTTP side ---------------------------------------------------------
     async def call(self, request: Request) -> Response:
