@@ -24,6 +24,7 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     result_ttl_s: float = 2 * 24 * 3600.0
     sleep_cap_s: float = 30.0
+    key_cache_s: float = 5.0  # how long a key (or a revocation) may go unnoticed by another process
     # the worker
     max_batches: int = 50
     lease_s: float = 30.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -15,14 +16,14 @@ from batchgate.protocol.signing import sign_headers
 from batchgate.settings import Settings
 from batchgate.store.sqlite import SQLiteStore
 
-from support import LiveServer, live_server, raw_post
+from support import LiveServer, eventually, live_server, raw_post
 
 PING = {"namespace": "test", "action": "ping", "params": {}}
 
 
 @pytest.fixture
 async def server(settings: Settings) -> AsyncIterator[LiveServer]:
-    small = Settings(**{**settings.__dict__, "max_body_bytes": 64 * 1024})
+    small = replace(settings, max_body_bytes=64 * 1024)
     async with live_server(small) as live:
         yield live
 
@@ -45,12 +46,19 @@ async def test_an_unsigned_call_is_401(server: LiveServer) -> None:
     assert_wire_error(*await raw_post(server.url, "/api/1.0/test?action=ping"), 401)
 
 
-async def test_a_revoked_key_is_463(server: LiveServer) -> None:
-    await server.service.store.revoke_key(server.key.key)
-    async with server.client() as api:
-        with pytest.raises(ApiError) as caught:
-            await api.call("test", "ping")
-    assert caught.value.status == 463
+async def test_a_key_revoked_elsewhere_is_refused_with_463_once_the_cache_expires(settings: Settings) -> None:
+    async with live_server(replace(settings, key_cache_s=0.2)) as server, server.client() as api:
+        await api.call("test", "ping")  # the key is now cached
+        await server.service.store.revoke_key(server.key.key)  # as `batchgate keys revoke` would
+
+        async def status() -> int:
+            try:
+                await api.call("test", "ping")
+            except ApiError as exc:
+                return exc.status
+            return 200
+
+        assert await eventually(status, until=lambda code: code != 200, timeout_s=2) == 463
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])

@@ -26,6 +26,7 @@ from batchgate.protocol.errors import BadRequest, InternalError, MethodNotAllowe
 from batchgate.protocol.signing import API_VERSION
 from batchgate.retry import RetryPolicy
 from batchgate.server.envelope import authenticate, parse_params, read_body
+from batchgate.server.keys import KeyCache
 from batchgate.settings import Settings
 from batchgate.store import Store, StoreError, open_store
 from batchgate.worker import Worker
@@ -49,6 +50,7 @@ class Service:
     gateway: Gateway
     store: Store
     batches: Batches
+    keys: KeyCache
     worker: Worker | None = None
     deliverer: Deliverer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -60,7 +62,9 @@ class Service:
             actions.include(gateway)
         store = open_store(settings.db, result_ttl_s=settings.result_ttl_s)
         policy = AddressPolicy.from_spec(settings.callback_allow)
-        service = cls(settings, actions, store, Batches(store, policy))
+        service = cls(
+            settings, actions, store, Batches(store, policy), KeyCache(store, ttl_s=settings.key_cache_s)
+        )
         if run_worker:
             service.worker = Worker(
                 store,
@@ -139,7 +143,7 @@ class Service:
         if request.path_params["version"] != API_VERSION or not action:
             raise NotFound(f"Unknown call {request.url.path}?action={action}")
         body = await read_body(request, self.settings.max_body_bytes)
-        api_key = await authenticate(request, body, self.store)
+        api_key = await authenticate(request, body, self.keys)
         params = parse_params(body)
         if namespace == "batch":
             return await self.batches.handle(api_key, action, params)

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from batchgate.models import ApiKey
 from batchgate.protocol.errors import BadRequest, PayloadTooLarge, Unauthorized, WireError
 from batchgate.protocol.signing import AUTH_HEADER, SignedRequest, parse_authorization, verify
-from batchgate.store import Store
+from batchgate.server.keys import KeyCache
 
 KEY_REVOKED = 463
 
@@ -36,9 +36,9 @@ def request_uri(request: Request) -> str:
     return (path + b"?" + query if query else path).decode("latin-1")
 
 
-async def authenticate(request: Request, body: bytes, store: Store) -> ApiKey:
+async def authenticate(request: Request, body: bytes, keys: KeyCache) -> ApiKey:
     key, offered = parse_authorization(request.headers.get(AUTH_HEADER))
-    api_key = await store.get_key(key)
+    api_key = await keys.get(key)
     if api_key is None:
         raise Unauthorized("Unknown API key")
     if api_key.revoked_at is not None:
