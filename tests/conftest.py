@@ -10,6 +10,8 @@ import pytest
 from batchgate.settings import Settings
 from batchgate.store import Store, open_store
 
+import pg
+
 FAST_RETRIES = (0.05, 0.1, 0.2)
 
 
@@ -31,10 +33,14 @@ def settings(sqlite_url: str) -> Settings:
     )
 
 
-@pytest.fixture(params=["sqlite"])
-def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[str]:
     """A fresh, empty database for each test, on every backend."""
-    return sqlite_url
+    if request.param == "sqlite":
+        yield sqlite_url
+        return
+    async with pg.fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -71,23 +72,31 @@ class SQLiteStore(Store):
         """This thread's connection (each writer and reader thread has its own)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
+            # timeout= is the busy timeout, set before anything that may wait for a lock
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")  # an acknowledged batch survives power loss too
-            conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
         return conn
 
     def _migrate(self) -> None:
+        """Applies pending migrations in one IMMEDIATE transaction, so processes starting at once
+        on a new file take turns instead of racing."""
         conn = self._connection()
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        for version, script in sql.migrations("sqlite"):
-            if version not in applied:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{script}\nINSERT INTO schema_migrations VALUES ({version});\nCOMMIT;"
-                )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, script in sql.migrations("sqlite"):
+                if version not in applied:
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # the two ways in: reads and grouped writes -------------------------------
     async def _in_writer(self, fn: Callable[[], T]) -> T:
@@ -343,6 +352,31 @@ class SQLiteStore(Store):
     async def _purge(self, now: float) -> int:
         cursor = await self._write(lambda c: c.execute(Q["purge_batches"], {"now": now}))
         return int(cursor.rowcount)
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switches the file to WAL. SQLite answers a switch that races another connection with
+    'locked' at once, without its busy timeout, so it is retried here for a while."""
+    for _ in range(100):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)  # on a store thread, never on the event loop
+    conn.execute("PRAGMA journal_mode = WAL")
+
+
+def _statements(script: str) -> list[str]:
+    """Splits a migration into statements (executescript would commit the open transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
 
 
 def _batch(row: tuple[Any, ...]) -> Batch:
