@@ -1,7 +1,7 @@
 """The worker: leases batches, runs each batch's jobs one after another in order, records every
 response, and lets the store complete the batch with its last job.
 
-A lease is renewed by every recorded job and by a heartbeat; a worker that dies stops renewing,
+A lease is renewed by every write of responses and by a heartbeat; a worker that dies stops renewing,
 and once the lease expires any worker claims the batch again and resumes after its last recorded
 job. A job is therefore run at least once; `ActionContext.idempotency_key` lets an action tell a
 repeat from a new call.
@@ -20,6 +20,44 @@ from batchgate.models import Lease
 from batchgate.store import Store, StoreError
 
 log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """The batch was restarted, or its lease expired and another worker took it."""
+
+
+class _Recorder:
+    """Writes one batch's responses behind the jobs, one write in flight at a time, in order."""
+
+    def __init__(self, store: Store, lease: Lease, lease_s: float) -> None:
+        self.store, self.lease, self.lease_s = store, lease, lease_s
+        self.next_index = lease.start
+        self.pending: list[bytes] = []
+        self.writing: asyncio.Task[None] | None = None
+
+    def check(self) -> None:
+        """Raises what the last finished write met (LeaseLost, StoreError), so a batch taken away
+        stops at the next job rather than at the end."""
+        if self.writing is not None and self.writing.done():
+            self.writing.result()
+
+    def add(self, response: bytes) -> None:
+        self.pending.append(response)
+        if self.writing is None or self.writing.done():
+            self.check()
+            self.writing = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        first, responses = self.next_index, self.pending
+        self.next_index, self.pending = first + len(responses), []
+        if not await self.store.record_many(self.lease, first, responses, lease_s=self.lease_s):
+            raise LeaseLost(self.lease.batch_id)
+
+    async def flush(self) -> None:
+        if self.writing is not None:
+            await self.writing
+        if self.pending:
+            await self._write()
 
 
 class Worker(ClaimLoop):
@@ -46,22 +84,32 @@ class Worker(ClaimLoop):
 
     async def _run_batch(self, lease: Lease) -> None:
         try:
-            for offset, job in enumerate(lease.jobs):
-                if self._stopping:
-                    return
-                index = lease.start + offset
-                ctx = ActionContext(
-                    account=lease.account, async_id=lease.batch_id, job_index=index, run=lease.run
-                )
-                response = await self.gateway.run_job(job.namespace, job.action, job.params, ctx)
-                if not await self.store.record(lease, index, response, lease_s=self.lease_s):
-                    log.info("batch %s: lease lost (restarted or expired); leaving it", lease.batch_id)
-                    break
-            self._held.discard(lease.token)
+            await self._run_jobs(lease)
+            if self._stopping:
+                return  # stopped part-way: stop() hands the lease back
         except StoreError:
             # Not recorded: the lease runs out and the batch resumes from its last recorded job.
-            log.exception("batch %s: could not record a job; it will be resumed", lease.batch_id)
-            self._held.discard(lease.token)
+            log.exception("batch %s: could not record jobs; it will be resumed", lease.batch_id)
+        except LeaseLost:
+            log.info("batch %s: lease lost (restarted, or expired and taken); leaving it", lease.batch_id)
+        self._held.discard(lease.token)
+
+    async def _run_jobs(self, lease: Lease) -> None:
+        """Runs the jobs in order while their responses are written behind them: each write takes
+        every response finished since the previous one, so fast jobs share a transaction and a slow
+        commit never holds up the next job."""
+        recorder = _Recorder(self.store, lease, self.lease_s)
+        for offset, job in enumerate(lease.jobs):
+            if self._stopping:
+                break
+            recorder.check()
+            index = lease.start + offset
+            ctx = ActionContext(
+                account=lease.account, async_id=lease.batch_id, job_index=index, run=lease.run
+            )
+            recorder.add(await self.gateway.run_job(job.namespace, job.action, job.params, ctx))
+            await asyncio.sleep(0)  # a job that never awaits must not keep other batches and the API waiting
+        await recorder.flush()
 
     async def run(self, *, until_idle: bool = False) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())

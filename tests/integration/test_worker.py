@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import pytest
 
 from batchgate.actions import ActionContext, Gateway
 from batchgate.actions.testing import builtin_actions
-from batchgate.models import BatchStatus, JobSpec
+from batchgate.models import BatchStatus, JobSpec, Lease
 from batchgate.store import Store
 from batchgate.worker import Worker
 
@@ -108,10 +110,15 @@ async def test_a_restart_takes_the_batch_away_from_its_worker(store: Store) -> N
     await store.restart(batch)
     hold.set()
     await running
-    # job 0's stale result was refused; the restarted run went through all three jobs.
-    assert [index for _, index in log] == [0, 0, 1, 2]
+    # The first run stopped once its write was refused; the restarted run went through all jobs,
+    # and only its responses were kept.
+    indexes = [index for _, index in log]
+    assert indexes[-3:] == [0, 1, 2]
+    assert indexes[:-3] == list(range(len(indexes) - 3))
     done = await store.get_batch("acme", batch.id)
     assert done is not None and done.run == 2 and done.status is BatchStatus.COMPLETE
+    responses = [r["response"] for r in orjson.loads(await store.results(batch))["results"]]
+    assert responses == [{"index": i, "key": f"{batch.id}-2-{i}"} for i in range(3)]
 
 
 async def test_stop_finishes_the_current_job_and_hands_the_rest_back(store: Store) -> None:
@@ -130,3 +137,23 @@ async def test_stop_finishes_the_current_job_and_hands_the_rest_back(store: Stor
     # Released at once: another worker claims it without waiting for the 60 s lease.
     [lease] = await store.claim_batches("next", limit=1, lease_s=5)
     assert (lease.batch_id, lease.start) == (batch.id, 1)
+
+
+async def test_fast_jobs_share_writes_and_every_response_is_recorded_in_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await store.create_key("acme")
+    batch = await store.submit(key, jobs(100), None)
+    writes: list[int] = []
+    record_many = store.record_many
+
+    async def counted(lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float) -> bool:
+        writes.append(len(responses))
+        return await record_many(lease, first, responses, lease_s=lease_s)
+
+    monkeypatch.setattr(store, "record_many", counted)
+    await Worker(store, recording_gateway([])).run(until_idle=True)
+    assert sum(writes) == 100
+    assert len(writes) < 100  # responses were written behind the jobs, several at a time
+    responses = [r["response"] for r in orjson.loads(await store.results(batch))["results"]]
+    assert [r["index"] for r in responses] == list(range(100))

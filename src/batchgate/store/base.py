@@ -166,15 +166,25 @@ class Store(ABC):
     async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]: ...
 
     async def record(self, lease: Lease, index: int, response: bytes, *, lease_s: float) -> bool:
-        """Records job `index`'s response and renews the lease; the last job completes the batch
-        and queues its callback in the same transaction. False when the lease was lost."""
-        recorded = await self._record(lease, index, response.decode(), self.clock(), lease_s)
-        if recorded and index + 1 == lease.job_count and lease.callback_url:
+        """Records job `index`'s response; see `record_many`."""
+        return await self.record_many(lease, index, [response], lease_s=lease_s)
+
+    async def record_many(
+        self, lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float
+    ) -> bool:
+        """Records the responses of jobs `first`, `first + 1`, ... and renews the lease; the last job
+        completes the batch and queues its callback in the same transaction. False when the lease
+        was lost (the batch was restarted, or its lease expired and another worker took it)."""
+        texts = [response.decode() for response in responses]
+        recorded = await self._record(lease, first, texts, self.clock(), lease_s)
+        if recorded and first + len(texts) == lease.job_count and lease.callback_url:
             self.on_delivery_queued()
         return recorded
 
     @abstractmethod
-    async def _record(self, lease: Lease, index: int, response: str, now: float, lease_s: float) -> bool: ...
+    async def _record(
+        self, lease: Lease, first: int, responses: list[str], now: float, lease_s: float
+    ) -> bool: ...
 
     async def renew(self, tokens: Sequence[str], *, lease_s: float) -> None:
         """Extends the leases that are still held."""

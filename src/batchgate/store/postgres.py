@@ -204,21 +204,23 @@ class PostgresStore(Store):
         return [_lease(row) for row in rows]
 
     @wrap_exceptions
-    async def _record(self, lease: Lease, index: int, response: str, now: float, lease_s: float) -> bool:
-        if index + 1 < lease.job_count:
+    async def _record(
+        self, lease: Lease, first: int, responses: list[str], now: float, lease_s: float
+    ) -> bool:
+        if first + len(responses) < lease.job_count:
             recorded = await self._pool.fetchval(
-                Q["record_job"], lease.batch_id, lease.token, index, now + lease_s, response
+                Q["record_jobs"], lease.batch_id, lease.token, first, now + lease_s, responses
             )
             return recorded is not None
-        return await self._complete(lease, index, response, now)
+        return await self._complete(lease, first, responses, now)
 
-    async def _complete(self, lease: Lease, index: int, response: str, now: float) -> bool:
-        """Records the last job, completes the batch and queues its callback, in one transaction."""
-        args = (lease.batch_id, lease.token, index, now, now + self.result_ttl_s, response)
+    async def _complete(self, lease: Lease, first: int, responses: list[str], now: float) -> bool:
+        """Records the last jobs, completes the batch and queues its callback, in one transaction."""
+        args = (lease.batch_id, lease.token, first, now, now + self.result_ttl_s, responses)
         if not lease.callback_url:
-            return await self._pool.fetchval(Q["complete_job"], *args) is not None
+            return await self._pool.fetchval(Q["complete_jobs"], *args) is not None
         async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(Q["complete_job"], *args) is None:
+            if await conn.fetchval(Q["complete_jobs"], *args) is None:
                 return False
             rows = await conn.fetch(Q["job_results"], lease.batch_id)
             body = results_body(lease.batch_id, [JobResult(*row) for row in rows])

@@ -255,16 +255,23 @@ class SQLiteStore(Store):
             jobs=jobs,
         )
 
-    async def _record(self, lease: Lease, index: int, response: str, now: float, lease_s: float) -> bool:
+    async def _record(
+        self, lease: Lease, first: int, responses: list[str], now: float, lease_s: float
+    ) -> bool:
+        done = first + len(responses)
+
         def record(c: sqlite3.Connection) -> bool:
             advanced = c.execute(
                 Q["advance_batch"],
-                {"id": lease.batch_id, "token": lease.token, "done": index + 1, "until": now + lease_s},
+                {"id": lease.batch_id, "token": lease.token, "done": done, "until": now + lease_s},
             )
             if not advanced.rowcount:
                 return False
-            c.execute(Q["record_response"], {"id": lease.batch_id, "idx": index, "response": response})
-            if index + 1 == lease.job_count:
+            c.executemany(
+                Q["record_response"],
+                ((lease.batch_id, first + i, response) for i, response in enumerate(responses)),
+            )
+            if done == lease.job_count:
                 self._complete(c, lease, now)
             return True
 

@@ -102,33 +102,33 @@ JOIN jobs j ON j.batch_id = l.id AND j.idx >= l.done_count
 GROUP BY l.id, l.account, l.callback_url, l.run, l.done_count, l.job_count, l.lease_token, l.created_at
 ORDER BY l.created_at;
 
--- name: record_job
--- Fenced: nothing is written unless the lease token still matches. The job row is reached only
--- through the batch's RETURNING, so the batch row is always locked before the job row.
--- No row back means the lease was lost.
+-- name: record_jobs
+-- Fenced: nothing is written unless the lease token still matches. The job rows are reached only
+-- through the batch's RETURNING, so the batch row is always locked before the job rows.
+-- $5 holds the responses of jobs $3, $3 + 1, ...; no row back means the lease was lost.
 WITH advanced AS (
-    UPDATE batches SET done_count = $3::integer + 1, lease_expires = $4
+    UPDATE batches SET done_count = $3::integer + cardinality($5::text[]), lease_expires = $4
     WHERE id = $1 AND lease_token = $2
     RETURNING id
 )
-UPDATE jobs SET response = $5
-FROM advanced
-WHERE jobs.batch_id = advanced.id AND jobs.idx = $3::integer
+UPDATE jobs SET response = r.response
+FROM advanced, unnest($5::text[]) WITH ORDINALITY AS r (response, n)
+WHERE jobs.batch_id = advanced.id AND jobs.idx = $3::integer + r.n::integer - 1
 RETURNING jobs.idx;
 
--- name: complete_job
--- record_job for the last job: also completes the batch and drops the lease, so the same lease
--- can never complete it twice.
+-- name: complete_jobs
+-- record_jobs for the batch's last jobs: also completes the batch and drops the lease, so the
+-- same lease can never complete it twice.
 WITH completed AS (
     UPDATE batches
-    SET done_count = $3::integer + 1, status = 'complete', completed_at = $4, expires_at = $5,
-        lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+    SET done_count = $3::integer + cardinality($6::text[]), status = 'complete', completed_at = $4,
+        expires_at = $5, lease_owner = NULL, lease_token = NULL, lease_expires = NULL
     WHERE id = $1 AND lease_token = $2
     RETURNING id
 )
-UPDATE jobs SET response = $6
-FROM completed
-WHERE jobs.batch_id = completed.id AND jobs.idx = $3::integer
+UPDATE jobs SET response = r.response
+FROM completed, unnest($6::text[]) WITH ORDINALITY AS r (response, n)
+WHERE jobs.batch_id = completed.id AND jobs.idx = $3::integer + r.n::integer - 1
 RETURNING jobs.idx;
 
 -- name: renew_leases

@@ -54,7 +54,7 @@ UPDATE batches SET done_count = :done, lease_expires = :until
 WHERE id = :id AND lease_token = :token;
 
 -- name: record_response
-UPDATE jobs SET response = :response WHERE batch_id = :id AND idx = :idx;
+UPDATE jobs SET response = ?3 WHERE batch_id = ?1 AND idx = ?2;
 
 -- name: complete_batch
 UPDATE batches
