@@ -1,6 +1,6 @@
 """A callback receiver for trying batchgate out: verifies each callback's signature and prints it.
 
-    BATCHGATE_SECRET=... python examples/callback_receiver.py [PORT]
+BATCHGATE_SECRET=... python examples/callback_receiver.py [PORT]
 """
 
 from __future__ import annotations

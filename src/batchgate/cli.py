@@ -19,6 +19,8 @@ import orjson
 
 from batchgate.actions import Gateway
 from batchgate.client import ApiError, Client
+from batchgate.config import ConfigError, load_config
+from batchgate.config import build_gateway as gateway_from_config
 from batchgate.settings import Settings, parse_schedule
 from batchgate.store import Store, open_store
 
@@ -29,7 +31,7 @@ DEFAULTS = Settings()
 
 def _option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option that is also read from BATCHGATE_<NAME>."""
-    env = "BATCHGATE_" + names[0].lstrip("-").replace("-", "_").upper()
+    env = "BATCHGATE_" + names[0].split("/")[0].lstrip("-").replace("-", "_").upper()
     return click.option(*names, envvar=env, show_envvar=True, show_default=True, **kwargs)
 
 
@@ -139,10 +141,14 @@ def main() -> None:
     """batchgate: an asynchronous batch gateway for RPC-style JSON APIs."""
 
 
-def load_gateway(app: str | None) -> Gateway | None:
+def load_gateway(app: str | None, app_dir: str = ".") -> Gateway | None:
     """The user's application object, from `package.module:attribute`."""
     if not app:
         return None
+    # As with uvicorn's --app-dir: the app is found from the working directory unless told otherwise.
+    folder = str(Path(app_dir).resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     module_name, _, attribute = app.partition(":")
     try:
         found = getattr(importlib.import_module(module_name), attribute or "gateway")
@@ -155,8 +161,39 @@ def load_gateway(app: str | None) -> Gateway | None:
     return found
 
 
+def load_upstreams(config: Path | None) -> Gateway | None:
+    """Gateway mode: the namespaces `batchgate.toml` forwards to upstream APIs."""
+    if config is None:
+        return None
+    try:
+        return gateway_from_config(load_config(config))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+
+
+def build_gateway(app: str | None, app_dir: str, config: Path | None) -> Gateway | None:
+    """The --app actions and the --config upstreams, served together."""
+    parts = [part for part in (load_gateway(app, app_dir), load_upstreams(config)) if part is not None]
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    merged = Gateway()
+    try:
+        for part in parts:
+            merged.include(part)
+    except ValueError as exc:  # a namespace both registered by --app and forwarded by --config
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    return merged
+
+
 def app_options(fn: F) -> F:
     fn = _option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))(fn)
+    fn = _option(
+        "--config",
+        default=None,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Gateway mode: a batchgate.toml mapping namespaces to upstream APIs.",
+    )(fn)
+    fn = _option("--app-dir", default=".", help="The folder --app is imported from.")(fn)
     return _option("--app", default=None, help="Your actions: a Gateway object as package.module:attribute.")(
         fn
     )
@@ -177,14 +214,23 @@ def configure_logging(log_level: str) -> None:
     default=True,
     help="Also run jobs and callbacks in this process (--no-worker serves the API only).",
 )
-def serve(host: str, port: int, run_worker: bool, app: str | None, log_level: str, **options: Any) -> None:
+def serve(
+    host: str,
+    port: int,
+    run_worker: bool,
+    app: str | None,
+    app_dir: str,
+    config: Path | None,
+    log_level: str,
+    **options: Any,
+) -> None:
     """Serves the API and, unless --no-worker, runs the worker and the callback delivery too."""
     import uvicorn
 
     from batchgate.server import create_app
 
     configure_logging(log_level)
-    asgi = create_app(settings_from(options), load_gateway(app), run_worker=run_worker)
+    asgi = create_app(settings_from(options), build_gateway(app, app_dir, config), run_worker=run_worker)
     uvicorn.run(
         asgi,
         host=host,
@@ -199,12 +245,12 @@ def serve(host: str, port: int, run_worker: bool, app: str | None, log_level: st
 @main.command()
 @settings_options
 @app_options
-def worker(app: str | None, log_level: str, **options: Any) -> None:
+def worker(app: str | None, app_dir: str, config: Path | None, log_level: str, **options: Any) -> None:
     """Runs jobs and callback deliveries only, beside API processes that share the database."""
     from batchgate.server.app import Service
 
     configure_logging(log_level)
-    service = Service.build(settings_from(options), load_gateway(app), run_worker=True)
+    service = Service.build(settings_from(options), build_gateway(app, app_dir, config), run_worker=True)
 
     async def work() -> None:
         await service.start()
@@ -246,10 +292,15 @@ def keys() -> None:
 @click.option("--name", required=True, help="The account the key belongs to.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "secret": ...} on one line.')
-def keys_create(name: str, db: str, as_json: bool) -> None:
+@click.option(
+    "--env", "as_env", is_flag=True, help='Print shell exports: eval "$(batchgate keys create ... --env)".'
+)
+def keys_create(name: str, db: str, as_json: bool, as_env: bool) -> None:
     """Creates a key and prints its secret (shown only here)."""
     api_key = with_store(db, lambda store: store.create_key(name))
-    if as_json:
+    if as_env:
+        click.echo(f"export BATCHGATE_KEY={api_key.key} BATCHGATE_SECRET={api_key.secret}")
+    elif as_json:
         click.echo(orjson.dumps({"key": api_key.key, "secret": api_key.secret, "account": api_key.account}))
     else:
         click.echo(f"key:     {api_key.key}\nsecret:  {api_key.secret}\naccount: {api_key.account}")

@@ -102,7 +102,7 @@ async def test_retry_after_is_honoured_up_to_the_cap(store: Store) -> None:
         recv.plan["/later"] = [(503, {"Retry-After": "1"})]
         await deliver_all(store, recv, "/later", schedule=(0.01,))
     first, second = recv.received("/later")
-    assert second.at - first.at >= 0.95
+    assert second.at - first.at >= 0.5  # the schedule alone would retry after 0.01 s
 
 
 async def test_redirects_are_not_followed_and_count_as_failures(store: Store) -> None:

@@ -1,8 +1,10 @@
 """The registry of actions: `(namespace, action) -> handler`, shared by direct calls and batch jobs.
 
-A handler takes the call's params as keyword arguments (and `ctx` when it declares one), returns
-any JSON-serialisable value, and may raise a `WireError` to answer with its own codes. Sync
-handlers run in a thread pool so they never block the event loop.
+A handler takes the call's params as keyword arguments (and `ctx` when it declares one), validated
+first against the schema its signature declares (`schema.py`), returns any JSON-serialisable
+value, and may raise a `WireError` to answer with its own codes. Sync handlers run in a thread
+pool so they never block the event loop. A direct call and a batch job of the same action get
+the same answer, byte for byte: both go through `Gateway.reply`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from batchgate.protocol.errors import (
-    Forbidden,
-    InternalError,
-    NotFound,
-    WireError,
-    invalid_param,
-    missing_param,
-)
+from batchgate.actions.schema import CONTEXT_PARAMETER, ParamsSchema
+from batchgate.protocol.errors import Forbidden, InternalError, NotFound, WireError
 
 log = logging.getLogger(__name__)
 
@@ -68,27 +64,16 @@ class Action:
     handler: Handler
     signature: inspect.Signature
     is_async: bool
+    schema: ParamsSchema
 
     @property
     def wants_ctx(self) -> bool:
-        return "ctx" in self.signature.parameters
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        """Raises 23017 for a missing required parameter and 23016 for one the handler does not take."""
-        takes_any = False
-        for name, parameter in self.signature.parameters.items():
-            if parameter.kind is parameter.VAR_KEYWORD:
-                takes_any = True
-            elif name != "ctx" and parameter.default is parameter.empty and name not in params:
-                raise missing_param(name)
-        if not takes_any:
-            for name in params:
-                if name not in self.signature.parameters or name == "ctx":
-                    raise invalid_param(name, f"{self.namespace}.{self.name} takes no parameter '{name}'")
+        return CONTEXT_PARAMETER in self.signature.parameters
 
     async def __call__(self, params: dict[str, Any], ctx: ActionContext) -> Any:
-        self.check_params(params)
-        kwargs = {**params, "ctx": ctx} if self.wants_ctx else params
+        kwargs = self.schema.validate(params)
+        if self.wants_ctx:
+            kwargs[CONTEXT_PARAMETER] = ctx
         if self.is_async:
             return await self.handler(**kwargs)
         return await asyncio.to_thread(self.handler, **kwargs)
@@ -124,14 +109,27 @@ class Gateway:
             raise ValueError("the 'batch' namespace is batchgate's own")
         if (namespace, name) in self._actions:
             raise ValueError(f"{namespace}.{name} is already registered")
+        if namespace in self._mounts:
+            raise ValueError(
+                f"namespace {namespace} is forwarded upstream; it cannot also have Python actions"
+            )
+        label = f"{namespace}.{name}"
         self._actions[(namespace, name)] = Action(
-            namespace, name, handler, inspect.signature(handler), inspect.iscoroutinefunction(handler)
+            namespace,
+            name,
+            handler,
+            inspect.signature(handler),
+            inspect.iscoroutinefunction(handler),
+            ParamsSchema.of(label, handler),
         )
 
     def mount(self, namespace: str, forward: Forward) -> None:
         """Serves every action of `namespace` through `forward` (gateway mode)."""
         if namespace == RESERVED_NAMESPACE:
             raise ValueError("the 'batch' namespace is batchgate's own")
+        # One owner per namespace: a mount silently shadowing registered actions would be a surprise.
+        if namespace in self._mounts or any(ns == namespace for ns, _ in self._actions):
+            raise ValueError(f"namespace {namespace} is already served")
         self._mounts[namespace] = forward
 
     def include(self, other: Gateway) -> None:
@@ -149,25 +147,32 @@ class Gateway:
             raise NotFound(f"Unknown action {namespace}.{name}")
         return action
 
-    async def call(self, namespace: str, name: str, params: dict[str, Any], ctx: ActionContext) -> Any:
-        """A direct call: the handler's value (a `Reply` from a mount), or a WireError."""
-        forward = self._mounts.get(namespace)
-        if forward is not None:
-            return await forward(namespace, name, orjson.dumps(params).decode(), ctx)
-        return await self.find(namespace, name)(params, ctx)
+    async def call(self, namespace: str, name: str, params: dict[str, Any], ctx: ActionContext) -> Reply:
+        """A direct call: the status and JSON body to answer, an error body included."""
+        return await self.reply(namespace, name, params, ctx)
 
     async def run_job(self, namespace: str, name: str, params: str, ctx: ActionContext) -> bytes:
         """A batch job: the JSON of its response, which is the error body when the call failed."""
+        return (await self.reply(namespace, name, params, ctx)).body
+
+    async def reply(
+        self, namespace: str, name: str, params: dict[str, Any] | str, ctx: ActionContext
+    ) -> Reply:
+        """One call, direct (params decoded) or a job (params as JSON text); never raises."""
         try:
             if namespace == RESERVED_NAMESPACE:
                 raise Forbidden("A batch job may not call the batch namespace")
             forward = self._mounts.get(namespace)
             if forward is not None:
-                return (await forward(namespace, name, params, ctx)).body
+                text = params if isinstance(params, str) else orjson.dumps(params).decode()
+                return await forward(namespace, name, text, ctx)
             action = self.find(namespace, name)
-            return orjson.dumps(await action(orjson.loads(params), ctx))
+            value = await action(orjson.loads(params) if isinstance(params, str) else params, ctx)
+            # Serialised here, not by the server, so a direct call fails exactly as its job would.
+            return Reply(200, orjson.dumps(value))
         except WireError as exc:
-            return exc.to_json()
+            return Reply(exc.error_code, exc.to_json())
         except Exception:
-            log.exception("job %s[%s] %s.%s failed", ctx.async_id, ctx.job_index, namespace, name)
-            return InternalError("The action failed unexpectedly").to_json()
+            where = f"job {ctx.async_id}[{ctx.job_index}]" if ctx.async_id else "direct call"
+            log.exception("%s %s.%s failed (account %s)", where, namespace, name, ctx.account)
+            return Reply(InternalError.error_code, InternalError("The action failed unexpectedly").to_json())

@@ -1,0 +1,1 @@
+"""Examples of batchgate applications, importable from the repository root (`--app examples.…`)."""
