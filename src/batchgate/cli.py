@@ -60,6 +60,12 @@ def settings_options(fn: F) -> F:
             "--sleep-cap", type=float, default=DEFAULTS.sleep_cap_s, help="Longest test.sleep, in seconds."
         ),
         _option(
+            "--key-cache",
+            type=float,
+            default=DEFAULTS.key_cache_s,
+            help="Seconds an API key is remembered; a revocation takes up to this long to apply.",
+        ),
+        _option(
             "--max-batches", type=int, default=DEFAULTS.max_batches, help="Batches one worker runs at once."
         ),
         _option(
@@ -109,6 +115,7 @@ def settings_from(options: dict[str, Any]) -> Settings:
         max_body_bytes=options["max_body_bytes"],
         result_ttl_s=options["result_ttl"],
         sleep_cap_s=options["sleep_cap"],
+        key_cache_s=options["key_cache"],
         max_batches=options["max_batches"],
         lease_s=options["lease"],
         poll_s=options["poll_interval"],
