@@ -13,6 +13,7 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -57,6 +58,23 @@ def results_body(batch_id: str, results: Sequence[JobResult]) -> bytes:
                 for r in results
             ],
         }
+    )
+
+
+def batch_from_row(row: Sequence[Any]) -> Batch:
+    """A Batch from the columns every backend's `get_batch` selects, in the model's order."""
+    batch_id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at = row
+    return Batch(
+        id=batch_id,
+        account=account,
+        key=key,
+        callback_url=callback_url,
+        job_count=job_count,
+        done_count=done_count,
+        status=BatchStatus(status),
+        run=run,
+        created_at=created_at,
+        completed_at=completed_at,
     )
 
 

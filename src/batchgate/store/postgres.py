@@ -21,7 +21,6 @@ from batchgate.models import (
     ApiKey,
     Attempt,
     Batch,
-    BatchStatus,
     Delivery,
     DeliveryStatus,
     JobResult,
@@ -29,7 +28,7 @@ from batchgate.models import (
     Lease,
 )
 from batchgate.store import sql
-from batchgate.store.base import Store, StoreUnavailable, new_id, results_body
+from batchgate.store.base import Store, StoreUnavailable, batch_from_row, new_id, results_body
 
 
 class MissingDriver(ImportError):
@@ -183,7 +182,7 @@ class PostgresStore(Store):
     @wrap_exceptions
     async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None:
         row = await self._pool.fetchrow(Q["get_batch"], batch_id, account, now)
-        return _batch(row) if row else None
+        return batch_from_row(row) if row else None
 
     @wrap_exceptions
     async def _job_results(self, batch_id: str) -> list[JobResult]:
@@ -382,20 +381,4 @@ def _lease(row: Any) -> Lease:
         start=start,
         job_count=job_count,
         jobs=tuple(JobSpec(*job) for job in zip(namespaces, actions, params, strict=True)),
-    )
-
-
-def _batch(row: Any) -> Batch:
-    batch_id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at = row
-    return Batch(
-        id=batch_id,
-        account=account,
-        key=key,
-        callback_url=callback_url,
-        job_count=job_count,
-        done_count=done_count,
-        status=BatchStatus(status),
-        run=run,
-        created_at=created_at,
-        completed_at=completed_at,
     )

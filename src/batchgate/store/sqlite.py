@@ -25,7 +25,6 @@ from batchgate.models import (
     ApiKey,
     Attempt,
     Batch,
-    BatchStatus,
     Delivery,
     DeliveryStatus,
     JobResult,
@@ -33,7 +32,7 @@ from batchgate.models import (
     Lease,
 )
 from batchgate.store import sql
-from batchgate.store.base import Store, StoreUnavailable, new_id, results_body
+from batchgate.store.base import Store, StoreUnavailable, batch_from_row, new_id, results_body
 
 T = TypeVar("T")
 Q = sql.queries("sqlite")
@@ -209,7 +208,7 @@ class SQLiteStore(Store):
         row = await self._read(
             lambda c: c.execute(Q["get_batch"], {"id": batch_id, "account": account, "now": now}).fetchone()
         )
-        return _batch(row) if row else None
+        return batch_from_row(row) if row else None
 
     async def _job_results(self, batch_id: str) -> list[JobResult]:
         rows = await self._read(lambda c: c.execute(Q["job_results"], {"batch_id": batch_id}).fetchall())
@@ -384,19 +383,3 @@ def _statements(script: str) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
-
-
-def _batch(row: tuple[Any, ...]) -> Batch:
-    batch_id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at = row
-    return Batch(
-        id=batch_id,
-        account=account,
-        key=key,
-        callback_url=callback_url,
-        job_count=job_count,
-        done_count=done_count,
-        status=BatchStatus(status),
-        run=run,
-        created_at=created_at,
-        completed_at=completed_at,
-    )
