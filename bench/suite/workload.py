@@ -1,0 +1,54 @@
+"""The workload: the same request bodies, byte for byte, for every system.
+
+A batch is `jobs_per_batch` jobs whose params are `{"b": batch, "j": job}`, so every job of a run
+is unique and the gate can tell which one a result belongs to. Batch -1 is the uncounted warm-up.
+Bodies are encoded once per harness run and reused for every system and repetition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+WARMUP = -1
+
+# job kind -> (namespace, action). `stub.echo` is forwarded to the upstream stub: by batchgate's
+# gateway mode when `batchgate serve --config` exists, else by a Python action (bench/suite/actions.py).
+KINDS: dict[str, tuple[str, str]] = {
+    "noop": ("bench", "noop"),
+    "io10": ("bench", "io10"),
+    "http": ("stub", "echo"),
+}
+
+
+def job(kind: str, batch: int, index: int) -> dict[str, Any]:
+    namespace, action = KINDS[kind]
+    return {"namespace": namespace, "action": action, "params": {"b": batch, "j": index}}
+
+
+@dataclass
+class Workload:
+    """The batches of one job kind, with their encoded `batch.run` bodies."""
+
+    kind: str
+    jobs_per_batch: int
+    callback_url: str
+    _bodies: dict[int, bytes] = field(default_factory=dict, repr=False)
+
+    def jobs(self, batch: int) -> list[dict[str, Any]]:
+        return [job(self.kind, batch, j) for j in range(self.jobs_per_batch)]
+
+    def body(self, batch: int) -> bytes:
+        """The `batch.run` body of batch `batch` (encoded once)."""
+        found = self._bodies.get(batch)
+        if found is None:
+            found = orjson.dumps({"jobs": self.jobs(batch), "callbackUrl": self.callback_url})
+            self._bodies[batch] = found
+        return found
+
+
+def run_call_body() -> bytes:
+    """The body of the `run` calls/s measurement: one noop job, no callback (as bench/core.py)."""
+    return orjson.dumps({"jobs": [job("noop", -2, 0)]})
