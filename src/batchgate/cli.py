@@ -268,7 +268,13 @@ def worker(app: str | None, app_dir: str, config: Path | None, log_level: str, *
         await stopped.wait()
         await service.stop()
 
-    asyncio.run(work())
+    # uvloop, as `serve` gets from uvicorn: it comes with uvicorn[standard] wherever it builds
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(work())
+    else:
+        uvloop.run(work())
 
 
 @main.command()
