@@ -50,5 +50,5 @@ class Workload:
 
 
 def run_call_body() -> bytes:
-    """The body of the `run` calls/s measurement: one noop job, no callback (as bench/core.py)."""
+    """The body of the `run` calls/s measurement: one noop job, no callback."""
     return orjson.dumps({"jobs": [job("noop", -2, 0)]})
