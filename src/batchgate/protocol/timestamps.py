@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import UTC, datetime
 
 _FORMAT = "%Y-%m-%d %H:%M:%S"
+_TIMESTAMP = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2}) (\d{1,2}):(\d{1,2}):(\d{1,2})", re.ASCII)
 
 
 def format_timestamp(at: datetime) -> str:
@@ -13,16 +15,22 @@ def format_timestamp(at: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """Reads both `2021-05-13 07:05:33` and `2021-05-13 07:05:33 UTC`; raises ValueError otherwise."""
-    text = text.strip().removesuffix(" UTC")
-    return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
+    """Reads both `2021-05-13 07:05:33` and `2021-05-13 07:05:33 UTC`; raises ValueError otherwise.
+
+    Every signed call parses one, and a regular expression does it several times faster than strptime.
+    """
+    found = _TIMESTAMP.fullmatch(text.strip().removesuffix(" UTC"))
+    if found is None:
+        raise ValueError(f"not a timestamp: {text!r}")
+    year, month, day, hour, minute, second = map(int, found.groups())
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)  # ValueError for a month 13
 
 
 def parse_http_date(text: str) -> datetime:
     """Reads an RFC 1123 `Date` header; raises ValueError when it is not one."""
     try:
         at = email.utils.parsedate_to_datetime(text)
-    except (TypeError, IndexError) as exc:
+    except (TypeError, IndexError, ValueError) as exc:
         raise ValueError(f"not an HTTP date: {text!r}") from exc
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
