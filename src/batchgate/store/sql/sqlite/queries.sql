@@ -34,17 +34,18 @@ WHERE id = :id;
 -- name: clear_responses
 UPDATE jobs SET response = NULL WHERE batch_id = :id;
 
--- name: runnable_batches
-SELECT id FROM batches
-WHERE status != 'complete' AND (status = 'queued' OR lease_expires < :now)
-ORDER BY created_at
-LIMIT :limit;
-
--- name: lease_batch
+-- name: claim_batches
+-- One statement leases the runnable batches (queued, or running with an expired lease), oldest
+-- first. Each gets its own token: the claim's random prefix and the batch id.
 UPDATE batches
-SET status = 'running', lease_owner = :owner, lease_token = :token, lease_expires = :until
-WHERE id = :id
-RETURNING account, callback_url, run, done_count, job_count;
+SET status = 'running', lease_owner = :owner, lease_token = :claim || '-' || id, lease_expires = :until
+WHERE id IN (
+    SELECT id FROM batches
+    WHERE status != 'complete' AND (status = 'queued' OR lease_expires < :now)
+    ORDER BY created_at
+    LIMIT :limit
+)
+RETURNING id, account, callback_url, run, lease_token, done_count, job_count, created_at;
 
 -- name: remaining_jobs
 SELECT namespace, action, params FROM jobs WHERE batch_id = :id AND idx >= :start ORDER BY idx;
@@ -57,10 +58,11 @@ WHERE id = :id AND lease_token = :token;
 UPDATE jobs SET response = ?3 WHERE batch_id = ?1 AND idx = ?2;
 
 -- name: complete_batch
+-- The last record: fenced like advance_batch, and it drops the lease, so it completes once.
 UPDATE batches
-SET status = 'complete', completed_at = :now, expires_at = :expires_at,
+SET status = 'complete', done_count = :done, completed_at = :now, expires_at = :expires_at,
     lease_owner = NULL, lease_token = NULL, lease_expires = NULL
-WHERE id = :id;
+WHERE id = :id AND lease_token = :token;
 
 -- name: renew_lease
 UPDATE batches SET lease_expires = :until WHERE lease_token = :token;
