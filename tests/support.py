@@ -57,7 +57,7 @@ async def live_server(
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    service: Service = app.state.service
+    service: Service = app.service
     key = await service.store.create_key("acme")
     other = await service.store.create_key("globex")
     try:

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from batchgate.actions import ActionContext, Gateway, Reply
 from batchgate.actions.testing import builtin_actions
@@ -25,21 +18,22 @@ from batchgate.netguard import AddressPolicy, guarded_connector
 from batchgate.protocol.errors import BadRequest, InternalError, MethodNotAllowed, NotFound, WireError
 from batchgate.protocol.signing import API_VERSION
 from batchgate.retry import RetryPolicy
-from batchgate.server.envelope import authenticate, parse_params, read_body
+from batchgate.server.envelope import (
+    Receive,
+    Request,
+    Scope,
+    Send,
+    authenticate,
+    parse_params,
+    read_body,
+    respond,
+)
 from batchgate.server.keys import KeyCache
 from batchgate.settings import Settings
 from batchgate.store import Store, StoreError, open_store
 from batchgate.worker import Worker
 
 log = logging.getLogger(__name__)
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def error_response(exc: WireError) -> Response:
-    return Response(exc.to_json(), status_code=exc.error_code, media_type="application/json")
 
 
 @dataclass
@@ -123,26 +117,37 @@ class Service:
                 log.info("purged %d expired batches", purged)
 
     # the HTTP side ---------------------------------------------------------
-    async def call(self, request: Request) -> Response:
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        """The status and JSON body of one HTTP request: never raises, never a traceback."""
+        request = Request.of(scope)
         try:
-            answer = await self._call(request)
-            if isinstance(answer, Reply):
-                return Response(answer.body, status_code=answer.status, media_type="application/json")
-            return json_response(answer)
+            answer = await self._route(request, receive)
         except WireError as exc:
-            return error_response(exc)
+            return exc.error_code, exc.to_json()
         except Exception:
-            log.exception("%s %s failed", request.method, request.url.path)
-            return error_response(InternalError())
+            log.exception("%s %s failed", request.method, request.path)
+            return InternalError.error_code, InternalError().to_json()
+        if isinstance(answer, Reply):
+            return answer.status, answer.body
+        return 200, orjson.dumps(answer)
 
-    async def _call(self, request: Request) -> Any:
+    async def _route(self, request: Request, receive: Receive) -> Any:
+        if request.path == "/healthz":
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed()
+            return {"status": "ok"}
+        _, api, version, namespace, *rest = [*request.path.split("/"), "", "", ""][:5]
+        if api != "api" or not namespace or rest != [""]:
+            raise NotFound(f"No such path {request.path}")
         if request.method != "POST":
             raise MethodNotAllowed()
-        namespace = request.path_params["namespace"]
-        action = request.query_params.get("action", "")
-        if request.path_params["version"] != API_VERSION or not action:
-            raise NotFound(f"Unknown call {request.url.path}?action={action}")
-        body = await read_body(request, self.settings.max_body_bytes)
+        action = request.query.get("action", "")
+        if version != API_VERSION or not action:
+            raise NotFound(f"Unknown call {request.path}?action={action}")
+        return await self._call(request, receive, namespace, action)
+
+    async def _call(self, request: Request, receive: Receive, namespace: str, action: str) -> Any:
+        body = await read_body(request, receive, self.settings.max_body_bytes)
         api_key = await authenticate(request, body, self.keys)
         params = parse_params(body)
         if namespace == "batch":
@@ -152,37 +157,39 @@ class Service:
         return await self.gateway.call(namespace, action, params, ActionContext(account=api_key.account))
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None, *, run_worker: bool = True) -> Starlette:
-    service = Service.build(settings, gateway, run_worker=run_worker)
+class Api:
+    """The ASGI application: `GET /healthz` and `POST /api/1.0/{namespace}?action=...`.
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await service.start()
-        try:
-            yield
-        finally:
-            await service.stop()
+    Three routes and one envelope need no framework; on the hot path of every call, each layer
+    one would add costs time (measured with wrk: see docs/architecture.md).
+    """
 
-    async def healthz(request: Request) -> Response:
-        return json_response({"status": "ok"})
+    def __init__(self, service: Service) -> None:
+        self.service = service
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        return error_response(
-            MethodNotAllowed() if status == 405 else NotFound(f"No such path {request.url.path}")
-        )
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            status, body = await self.service.answer(scope, receive)
+            await respond(send, status, body)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route(
-                "/api/{version}/{namespace}",
-                service.call,
-                methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-            ),
-        ],
-        exception_handlers={404: not_found, 405: not_found},
-        lifespan=lifespan,
-    )
-    app.state.service = service
-    return app
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.service.start()
+                except Exception as exc:
+                    log.exception("could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.service.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None, *, run_worker: bool = True) -> Api:
+    return Api(Service.build(settings, gateway, run_worker=run_worker))
