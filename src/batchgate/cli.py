@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import click
 import orjson
 
@@ -346,11 +347,14 @@ def client_options(fn: F) -> F:
 
 
 def _client_call(fn: Callable[[], T]) -> T:
+    """Runs one client call: a wire error is printed as it came, and exits 1."""
     try:
         return fn()
     except ApiError as exc:
         echo_json(exc.body)
         sys.exit(1)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise click.ClickException(f"could not reach batchgate: {exc or type(exc).__name__}") from exc
 
 
 @main.command()
@@ -375,7 +379,10 @@ def call(namespace: str, action: str, params: str | None, url: str, key: str, se
 @client_options
 def submit(jobs_file: Path, callback: str | None, wait: bool, url: str, key: str, secret: str) -> None:
     """Submits a batch: JOBS_FILE holds a list of jobs, or a whole run request ({"jobs": [...]})."""
-    spec = orjson.loads(jobs_file.read_bytes())
+    try:
+        spec = orjson.loads(jobs_file.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"{jobs_file} is not JSON: {exc}", param_hint="JOBS_FILE") from exc
     jobs = spec.get("jobs", []) if isinstance(spec, dict) else spec
     callback = callback or (spec.get("callbackUrl") if isinstance(spec, dict) else None)
     with Client(url, key, secret) as client:

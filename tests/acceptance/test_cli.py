@@ -11,7 +11,7 @@ import pytest
 from batchgate import webhooks
 
 from processes import ServeProcess, batchgate, create_key
-from support import receiver
+from support import free_port, receiver
 
 
 @pytest.fixture
@@ -83,3 +83,21 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     db = tmp_path / "fresh" / "bg.db"
     assert "up to date" in batchgate("migrate", "--db", f"sqlite:///{db}").stdout
     assert db.exists()
+
+
+def test_call_to_a_server_that_is_not_there_says_so(sqlite_url: str) -> None:
+    env = {"BATCHGATE_URL": f"http://127.0.0.1:{free_port()}", "BATCHGATE_KEY": "k", "BATCHGATE_SECRET": "s"}
+    failed = batchgate("call", "test", "ping", env=env, check=False)
+    assert failed.returncode == 1
+    assert "could not reach batchgate" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_submit_of_a_file_that_is_not_json_says_so(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text("[{oops")
+    env = {"BATCHGATE_KEY": "k", "BATCHGATE_SECRET": "s"}
+    failed = batchgate("submit", str(jobs), env=env, check=False)
+    assert failed.returncode == 2
+    assert "is not JSON" in failed.stderr
+    assert "Traceback" not in failed.stderr
