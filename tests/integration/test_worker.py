@@ -77,17 +77,20 @@ async def test_the_idempotency_key_changes_with_a_restart(store: Store) -> None:
     assert second == f"{batch.id}-2-0"
 
 
-async def test_a_dead_workers_batch_is_resumed_after_its_lease_expires(store: Store) -> None:
+async def test_a_dead_workers_batch_is_resumed_after_its_lease_expires(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = await store.create_key("acme")
     batch = await store.submit(key, jobs(4), None)
     # A worker that claimed the batch, recorded two jobs, then died without a word.
-    [lease] = await store.claim_batches("dead", limit=1, lease_s=0.3)
+    [lease] = await store.claim_batches("dead", limit=1, lease_s=30)
     for index in (0, 1):
-        assert await store.record(lease, index, b'{"by":"dead"}', lease_s=0.3)
+        assert await store.record(lease, index, b'{"by":"dead"}', lease_s=30)
     log: list[tuple[str, int]] = []
     worker = Worker(store, recording_gateway(log), lease_s=5, poll_s=0.05)
     assert await store.claim_batches("early", limit=1, lease_s=1) == []  # still leased
-    await asyncio.sleep(0.35)
+    now = store.clock
+    monkeypatch.setattr(store, "clock", lambda: now() + 31)  # the dead worker's lease has run out
     await worker.run(until_idle=True)
     assert [index for _, index in log] == [2, 3]
     responses = [r["response"] for r in orjson.loads(await store.results(batch))["results"]]
