@@ -177,6 +177,8 @@ async def run(plan: Plan, args: argparse.Namespace, resumed: dict[str, Any] | No
     assert task is not None
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="batchgate-bench-", dir=args.work_dir))
     (work_dir / "logs").mkdir()
     if args.resume:

@@ -166,10 +166,16 @@ class Runner:
         return record
 
     async def _await_callbacks(self, system: System, ids: set[str], timeout_s: float) -> None:
-        """Until every callback has arrived, the time is up, or one of the system's processes died."""
+        """Until every callback has arrived, the time is up, one of the system's processes died,
+        or no callback at all has arrived for `plan.stall_s` (a lost callback never comes: waiting
+        out the whole timeout for it would only stretch the run)."""
         deadline = time.monotonic() + timeout_s
+        arrived, last_progress = self.receiver.mark(), time.monotonic()
         while not await self.receiver.wait_for(ids, 1.0):
-            if system.dead() is not None or time.monotonic() > deadline:
+            now = time.monotonic()
+            if self.receiver.mark() != arrived:
+                arrived, last_progress = self.receiver.mark(), now
+            if system.dead() is not None or now > deadline or now - last_progress > self.plan.stall_s:
                 return
 
     async def _warm_up(self, system: System, gen: loadgen.LoadGen, workload: Workload) -> None:
@@ -187,7 +193,7 @@ class Runner:
     async def _shape(self, gen: loadgen.LoadGen, cell: Cell, workload: Workload) -> list[loadgen.Submit]:
         if cell.shape.name == "solo":
             batches = list(range(self.plan.solo_batches))
-            timeout = self.plan.callback_timeout_s(workload.jobs_per_batch)
+            timeout = min(self.plan.callback_timeout_s(workload.jobs_per_batch), self.plan.stall_s)
             return await loadgen.solo(gen, batches, workload.body, self.receiver, timeout)
         batches = list(range(self.plan.batches))
         if cell.shape.name == "paced":
