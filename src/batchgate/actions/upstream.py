@@ -106,6 +106,7 @@ class Upstream:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._pacer = Pacer(config.rate_per_s)
         self._session: aiohttp.ClientSession | None = None
+        self._routes: dict[tuple[str, str], tuple[URL, str]] = {}
 
     async def open(self) -> None:
         """Opens the pooled session; run from the gateway's start-up hooks, inside the event loop."""
@@ -143,14 +144,22 @@ class Upstream:
             self.config.retry, number, status=attempt.status, retry_after_s=attempt.retry_after_s
         )
 
+    def _route(self, namespace: str, action: str) -> tuple[URL, str]:
+        """The URL of an action and the path and query that get signed, built once per action."""
+        route = self._routes.get((namespace, action))
+        if route is None:
+            # Quoted, so an odd action name cannot add query parameters; identical for plain names.
+            path = f"{self._base.raw_path.rstrip('/')}/api/{API_VERSION}/{quote(namespace, safe='')}"
+            uri = f"{path}?action={quote(action, safe='')}"
+            route = self._routes[namespace, action] = (URL(str(self._base.origin()) + uri, encoded=True), uri)
+        return route
+
     def _call(self, namespace: str, action: str, params: str, ctx: ActionContext) -> Call:
-        # Quoted, so an odd action name cannot add query parameters; identical for plain names.
-        path = f"{self._base.raw_path.rstrip('/')}/api/{API_VERSION}/{quote(namespace, safe='')}"
-        uri = f"{path}?action={quote(action, safe='')}"
+        url, uri = self._route(namespace, action)
         where = f"job {ctx.async_id}[{ctx.job_index}]" if ctx.async_id else "a direct call"
         return Call(
             label=f"{namespace}.{action} for {where}",
-            url=URL(str(self._base.origin()) + uri, encoded=True),
+            url=url,
             uri=uri,
             body=params.encode(),
             # A direct call has no job to name it: its own random key still covers its retries.
@@ -161,9 +170,8 @@ class Upstream:
         if self._session is None:
             raise RuntimeError(f"upstream {self.config.name} is not open (the gateway was not started)")
         async with self._slots:
-            wait_s = self._pacer.reserve(asyncio.get_running_loop().time())
-            if wait_s > 0:  # not even a zero sleep on the hot path when calls are not paced
-                await asyncio.sleep(wait_s)
+            if self._pacer.interval_s:  # nothing to book on the hot path when calls are not paced
+                await asyncio.sleep(self._pacer.reserve(asyncio.get_running_loop().time()))
             headers = sign_headers(
                 key=self.config.key, secret=self.config.secret, uri=call.uri, body=call.body
             )
