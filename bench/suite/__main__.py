@@ -218,20 +218,15 @@ async def run(plan: Plan, args: argparse.Namespace, resumed: dict[str, Any] | No
             data = resumed
             data["meta"]["notes"].append(
                 f"resumed at {datetime.now(UTC).isoformat(timespec='seconds')} with {len(data['cells'])} "
-                f"measurements done; the machine limits are those measured when the run started"
+                f"measurements done"
             )
             if receiver.url != data["meta"]["receiver_url"]:
                 data["meta"]["notes"].append(f"the resumed part called back to {receiver.url}")
             for system_id, reason in skipped.items():
                 data["systems"][system_id] = {"skipped": reason}
                 data["meta"]["notes"].append(f"{system_id} skipped when resumed: {reason}")
-        if plan.limits and not data["limits"]:
-            log.info("measuring the machine's limits")
-            data["limits"] = await limits.measure(
-                work_dir, work_dir / "logs", env.stub_url, args.pg_url,
-                seconds=plan.limit_seconds, stub_calls=plan.stub_calls,
-            )  # fmt: skip
-            log.info("limits: %s", orjson.dumps(data["limits"]).decode())
+        # a run from before limits were measured per repetition holds one measurement
+        data.setdefault("limits_runs", [{"rep": 1, **data["limits"]}] if data["limits"] else [])
         workloads = {kind: Workload(kind, plan.jobs_per_batch, receiver.url) for kind in plan.kinds}
         partial = stem.with_suffix(".partial.json")
         done_before = float(data["meta"].get("duration_s") or 0.0)
@@ -245,7 +240,18 @@ async def run(plan: Plan, args: argparse.Namespace, resumed: dict[str, Any] | No
         done = {cell_key(cell) for cell in data["cells"]}
         cells = [c for c in plan.cells(runnable) if (c.rep, c.system, c.kind, c.shape.label) not in done]
         log.info("%d cells on %s; work folder %s", len(cells), ", ".join(runnable) or "no system", work_dir)
-        await runner.run(systems, cells)
+        for rep in sorted({cell.rep for cell in cells}):
+            if plan.limits and rep not in {run["rep"] for run in data["limits_runs"]}:
+                log.info("measuring the machine's limits (repetition %d)", rep)
+                measured = await limits.measure(
+                    work_dir, work_dir / "logs", env.stub_url, args.pg_url,
+                    seconds=plan.limit_seconds, stub_calls=plan.stub_calls,
+                )  # fmt: skip
+                log.info("limits: %s", orjson.dumps(measured).decode())
+                data["limits_runs"].append({"rep": rep, **measured})
+                data["limits"] = limits.combine(data["limits_runs"])
+                checkpoint()
+            await runner.run(systems, [c for c in cells if c.rep == rep], total=len(done) + len(cells))
         for system_id in runnable:
             if systems[system_id].starts or not data["systems"].get(system_id):  # else: as recorded before
                 data["systems"][system_id] = {"settings": systems[system_id].settings()}

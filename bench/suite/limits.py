@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -246,3 +247,26 @@ async def measure(
     found.update(await postgres_limits(pg_admin_url, seconds))
     found.update(await stub_client_limit(stub_url, stub_calls))
     return found
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the repetitions' measurements (one per repetition, so that
+    a noisy moment skews none of the ratios taken against them); text is kept as first seen."""
+    combined: dict[str, Any] = {}
+    for name in dict.fromkeys(name for run in runs for name in run if name != "rep"):
+        values = [run[name] for run in runs if name in run]
+        if all(isinstance(v, dict) for v in values):
+            combined[name] = combine(values)
+        elif all(isinstance(v, int | float) for v in values):
+            middle = statistics.median(values)
+            combined[name] = round(middle) if all(isinstance(v, int) for v in values) else round(middle, 1)
+        else:
+            combined[name] = values[0]
+    return combined
+
+
+def spread(runs: list[dict[str, Any]], name: str, key: str | None = None) -> tuple[float, float] | None:
+    """The lowest and highest of one figure over the repetitions, when it was measured more than once."""
+    values = [run[name] if key is None else run[name].get(key) for run in runs if name in run]
+    numbers = [v for v in values if isinstance(v, int | float)]
+    return (min(numbers), max(numbers)) if len(numbers) > 1 else None

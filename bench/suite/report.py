@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.suite import procs
+from bench.suite.limits import spread as limits_spread
 from bench.suite.metrics import summarize
 
 METRICS = (
@@ -233,7 +234,7 @@ def markdown(report: dict[str, Any]) -> str:
         value = "-" if target["value"] is None else f"{target['value']:g}"
         lines.append(f"| {target['target']} | {value} | {target['goal']} | {met} | {target['basis']} |")
     lines += _result_tables(report)
-    lines += _limits_table(report.get("limits") or {})
+    lines += _limits_table(report.get("limits") or {}, report.get("limits_runs") or [])
     lines += _systems_table(report)
     lines += ["", "## Fairness and method", ""] + [f"- {note}" for note in report["method"]]
     return "\n".join(lines) + "\n"
@@ -292,15 +293,23 @@ def _gate(row: dict[str, Any]) -> str:
     return f"**VOID** {row['runs'] - row['passed']}/{row['runs']}: {'; '.join(row['problems'][:2])}"
 
 
-def _limits_table(limits: dict[str, Any]) -> list[str]:
+def _limits_table(limits: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
     if not limits:
         return ["", "## Machine limits", "", "not measured in this run"]
-    lines = ["", "## Machine limits (same run)", "", "| limit | value |", "|---|---|"]
+    heading = f"median of {len(runs)} measurements, one per repetition" if len(runs) > 1 else "same run"
+    lines = ["", f"## Machine limits ({heading})", "", "| limit | value |", "|---|---|"]
+
+    def shown(value: Any, name: str, key: str | None = None) -> str:
+        if not isinstance(value, int | float):
+            return str(value)
+        found = limits_spread(runs, name, key)
+        return f"{value:,}" + (f" [{found[0]:,}-{found[1]:,}]" if found and found[0] != found[1] else "")
+
     for name, value in limits.items():
         if isinstance(value, dict):
-            text = ", ".join(f"{k}={v}" for k, v in value.items())
+            text = ", ".join(f"{k}={shown(v, name, k)}" for k, v in value.items())
         else:
-            text = f"{value:,}" if isinstance(value, int | float) else str(value)
+            text = shown(value, name)
         lines.append(f"| {name} | {text} |")
     return lines
 

@@ -54,8 +54,11 @@ class Runner:
     results: list[dict[str, Any]] = field(default_factory=list)
     _start_failures: dict[str, int] = field(default_factory=dict)
 
-    async def run(self, systems: dict[str, System], cells: list[Cell]) -> list[dict[str, Any]]:
-        total = len(self.results) + len(cells)  # a resumed run counts on from where it was
+    async def run(
+        self, systems: dict[str, System], cells: list[Cell], total: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs `cells`; `total` is how many the whole run has, for the progress lines."""
+        total = total or len(self.results) + len(cells)  # a resumed run counts on from where it was
         if self.plan.fresh_per_cell:
             groups = [[cell] for cell in cells]
         else:

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
-from bench.suite import gate
+from bench.suite import gate, limits
+from bench.suite import report as report_module
 from bench.suite.receiver import Arrival
 from bench.suite.workload import Workload
 
@@ -143,3 +144,16 @@ def test_a_tiny_run_with_a_duplicated_callback_is_void(tmp_path: Path) -> None:
     assert not cell["gate"]["ok"]
     assert any("called back 2 times" in problem for problem in cell["gate"]["problems"])
     assert "**VOID**" in markdown
+
+
+def test_limits_measured_once_per_repetition_are_reported_as_median_and_range() -> None:
+    runs = [
+        {"rep": 1, "hello_per_s": 9000, "method": "pgbench", "sqlite": {"tx_per_s": 5000}},
+        {"rep": 2, "hello_per_s": 16000, "method": "pgbench", "sqlite": {"tx_per_s": 6000}},
+        {"rep": 3, "hello_per_s": 15000, "method": "pgbench", "sqlite": {"tx_per_s": 7000}},
+    ]
+    combined = limits.combine(runs)
+    assert combined == {"hello_per_s": 15000, "method": "pgbench", "sqlite": {"tx_per_s": 6000}}
+    table = "\n".join(report_module._limits_table(combined, runs))
+    assert "| hello_per_s | 15,000 [9,000-16,000] |" in table
+    assert "tx_per_s=6,000 [5,000-7,000]" in table
