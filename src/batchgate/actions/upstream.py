@@ -21,6 +21,7 @@ they are not subject to the address guard: an upstream on a private network is t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -106,7 +107,6 @@ class Upstream:
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._pacer = Pacer(config.rate_per_s)
         self._session: aiohttp.ClientSession | None = None
-        self._routes: dict[tuple[str, str], tuple[URL, str]] = {}
 
     async def open(self) -> None:
         """Opens the pooled session; run from the gateway's start-up hooks, inside the event loop."""
@@ -144,18 +144,8 @@ class Upstream:
             self.config.retry, number, status=attempt.status, retry_after_s=attempt.retry_after_s
         )
 
-    def _route(self, namespace: str, action: str) -> tuple[URL, str]:
-        """The URL of an action and the path and query that get signed, built once per action."""
-        route = self._routes.get((namespace, action))
-        if route is None:
-            # Quoted, so an odd action name cannot add query parameters; identical for plain names.
-            path = f"{self._base.raw_path.rstrip('/')}/api/{API_VERSION}/{quote(namespace, safe='')}"
-            uri = f"{path}?action={quote(action, safe='')}"
-            route = self._routes[namespace, action] = (URL(str(self._base.origin()) + uri, encoded=True), uri)
-        return route
-
     def _call(self, namespace: str, action: str, params: str, ctx: ActionContext) -> Call:
-        url, uri = self._route(namespace, action)
+        url, uri = _route(self._base, namespace, action)
         where = f"job {ctx.async_id}[{ctx.job_index}]" if ctx.async_id else "a direct call"
         return Call(
             label=f"{namespace}.{action} for {where}",
@@ -206,6 +196,15 @@ class Upstream:
                 _shown(attempt.body),
             )
         return Reply(attempt.status, attempt.body)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: a client may name any action of a forwarded namespace
+def _route(base: URL, namespace: str, action: str) -> tuple[URL, str]:
+    """The URL of an action and the path and query that get signed, built once per action."""
+    # Quoted, so an odd action name cannot add query parameters; identical for plain names.
+    path = f"{base.raw_path.rstrip('/')}/api/{API_VERSION}/{quote(namespace, safe='')}"
+    uri = f"{path}?action={quote(action, safe='')}"
+    return URL(str(base.origin()) + uri, encoded=True), uri
 
 
 def _failed(message: str, detail: str = "") -> Reply:
