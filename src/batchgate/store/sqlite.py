@@ -11,13 +11,13 @@ a transaction here is many statements: an async bridge would pay a thread hop fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,17 @@ Q = sql.queries("sqlite")
 Write = Callable[[sqlite3.Connection], Any]
 
 
+def _settle(group: list[tuple[Write, asyncio.Future[Any]]], outcomes: list[Any]) -> None:
+    """On the event loop: hands each caller of a committed group its outcome."""
+    for (_, future), outcome in zip(group, outcomes, strict=True):
+        if future.done():  # the caller was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 def path_of(url: str) -> str:
     """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite://:memory:` -> a filename."""
     path = url.removeprefix("sqlite://")
@@ -52,8 +63,11 @@ class SQLiteStore(Store):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="sqlite-reader")
         self._local = threading.local()
+        # Writes waiting for the writer thread, and whether it is draining them; both guarded by
+        # the lock, so that a write added just as the writer runs dry is never left behind.
         self._pending: list[tuple[Write, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._draining = False
+        self._pending_lock = threading.Lock()
 
     # lifecycle -------------------------------------------------------------
     async def open(self) -> None:
@@ -62,9 +76,7 @@ class SQLiteStore(Store):
         await self._in_writer(self._migrate)
 
     async def close(self) -> None:
-        if self._flusher:
-            await self._flusher
-        self._writer.shutdown(wait=True)
+        await asyncio.to_thread(self._writer.shutdown, wait=True)  # lets a drain settle its callers
         self._readers.shutdown(wait=True)
 
     def _connection(self) -> sqlite3.Connection:
@@ -113,27 +125,34 @@ class SQLiteStore(Store):
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `op` in a transaction shared with whatever other writes are waiting; returns after COMMIT."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((op, future))
+            start, self._draining = not self._draining, True
+        if start:
+            self._writer.submit(self._drain, loop)
         return await future
 
-    async def _flush(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            ops = [op for op, _ in group]
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: commits the waiting writes group after group until none is left.
+
+        The next group starts as soon as the previous one is committed, without a round trip
+        through the event loop, which under load is busy and would leave the writer idle."""
+        while True:
+            with self._pending_lock:
+                group, self._pending = self._pending, []
+                if not group:
+                    self._draining = False
+                    return
             try:
-                outcomes = await self._in_writer(partial(self._commit_group, ops))
-            except Exception as exc:  # the whole group failed: every caller hears why
+                outcomes = self._commit_group([op for op, _ in group])
+            except sqlite3.Error as exc:  # the whole group failed: every caller hears why
+                outcomes = [StoreUnavailable(f"SQLite: {exc}")] * len(group)
+            except Exception as exc:
                 outcomes = [exc] * len(group)
-            for (_, future), outcome in zip(group, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+            with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, group, outcomes)
 
     def _commit_group(self, ops: list[Write]) -> list[Any]:
         """Runs the ops in one transaction; should one fail, runs each in its own instead, so the
