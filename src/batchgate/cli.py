@@ -361,15 +361,28 @@ def _client_call(fn: Callable[[], T]) -> T:
 @click.argument("namespace")
 @click.argument("action")
 @click.argument("params", required=False)
+@click.option(
+    "--idempotency-key", help="Sent as the Idempotency-Key header: give the same one to retry a call safely."
+)
 @client_options
-def call(namespace: str, action: str, params: str | None, url: str, key: str, secret: str) -> None:
+def call(
+    namespace: str,
+    action: str,
+    params: str | None,
+    idempotency_key: str | None,
+    url: str,
+    key: str,
+    secret: str,
+) -> None:
     """Makes one signed call and prints the answer, e.g. `batchgate call test ping`."""
     try:
         decoded = orjson.loads(params) if params else None
     except orjson.JSONDecodeError as exc:
         raise click.BadParameter(f"PARAMS_JSON is not JSON: {exc}") from exc
     with Client(url, key, secret) as client:
-        echo_json(_client_call(lambda: client.call(namespace, action, decoded)))
+        echo_json(
+            _client_call(lambda: client.call(namespace, action, decoded, idempotency_key=idempotency_key))
+        )
 
 
 @main.command()

@@ -166,10 +166,17 @@ async def gateway_server(
 
 
 async def signed_post(
-    url: str, key: str, secret: str, namespace: str, action: str, params: Any
+    url: str,
+    key: str,
+    secret: str,
+    namespace: str,
+    action: str,
+    params: Any,
+    extra_headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """A signed call answered with its status and raw body, to compare answers byte for byte."""
     uri, body, headers = build_request(key, secret, namespace, action, params)
+    headers.update(extra_headers or {})
     async with (
         aiohttp.ClientSession() as session,
         session.post(url + uri, data=body, headers=headers) as answer,
@@ -342,6 +349,31 @@ async def test_the_idempotency_key_is_the_same_on_every_retry_and_new_for_a_rest
     assert [r["response"] for r in first_run["results"]] == [{"echo": {"id": 1}}, {"echo": {"id": 2}}]
     assert flaky.calls[0].uri == "/api/1.0/event?action=getEvent"
     assert flaky.calls[0].body == b'{"id":1}'
+
+
+async def test_a_direct_call_passes_on_its_clients_idempotency_key_scoped_by_account(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with stub(plan=[(503, {})]) as flaky:
+        config = {"flaky": table(flaky, ["event"], retry_delays_s=[0.05])}
+        async with gateway_server(settings, tmp_path, config) as server:
+            client_key = {"Idempotency-Key": "order-42"}
+            for key in (server.key, server.key, server.other_key):
+                call = ("event", "getEvent", {}, client_key)
+                status, _ = await signed_post(server.url, key.key, key.secret, *call)
+                assert status == 200
+            for _ in range(2):
+                status, _ = await through(server, "event", "getEvent", {})
+                assert status == 200
+            async with server.client() as api:  # the Python client sends one when given one
+                await api.call("event", "getEvent", {}, idempotency_key="order-42")
+    keys = [call.headers["Idempotency-Key"] for call in flaky.calls]
+    first_try, retry, again, other_account, no_key, no_key_again, from_client = keys
+    assert from_client == first_try
+    assert first_try == retry == again  # a client retrying with its key, and batchgate's own retry
+    assert "order-42" not in first_try  # the client's key is not handed to the upstream as it is
+    assert other_account != first_try  # another account's same key is another key upstream
+    assert no_key != no_key_again  # without a key, each direct call gets its own
 
 
 async def test_an_answer_that_is_not_json_gives_a_461(settings: Settings, tmp_path: Path) -> None:

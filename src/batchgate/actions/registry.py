@@ -10,6 +10,7 @@ the same answer, byte for byte: both go through `Gateway.reply`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,13 +37,18 @@ class ActionContext:
     async_id: str | None = None
     job_index: int | None = None
     run: int | None = None
+    client_key: str | None = None  # a direct call's own `Idempotency-Key` header
 
     @property
     def idempotency_key(self) -> str | None:
-        """The same on every retry of one job's run, different for a restarted run."""
-        if self.async_id is None:
-            return None
-        return f"{self.async_id}-{self.run}-{self.job_index}"
+        """The same on every retry of one job's run, different for a restarted run. A direct call
+        has one only when its client sent one, scoped by account: an upstream sees every account
+        through batchgate's one key, so two accounts' keys must not meet there."""
+        if self.async_id is not None:
+            return f"{self.async_id}-{self.run}-{self.job_index}"
+        if self.client_key:
+            return hashlib.sha256(f"{self.account}\n{self.client_key}".encode()).hexdigest()[:32]
+        return None
 
 
 @dataclass(frozen=True, slots=True)

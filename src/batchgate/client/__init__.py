@@ -70,11 +70,17 @@ class AsyncClient:
             await self._session.close()
             self._session = None
 
-    async def call(self, namespace: str, action: str, params: Any = None) -> Any:
-        """One signed call; the decoded answer, or ApiError for an error body."""
+    async def call(
+        self, namespace: str, action: str, params: Any = None, *, idempotency_key: str | None = None
+    ) -> Any:
+        """One signed call; the decoded answer, or ApiError for an error body. Give the same
+        `idempotency_key` when retrying a call, for a forwarded namespace's upstream to drop the
+        repeat."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         uri, body, headers = build_request(self.key, self.secret, namespace, action, params)
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         async with self._session.post(self.url + uri, data=body, headers=headers) as response:
             raw = await response.read()
         answer = orjson.loads(raw) if raw else None
@@ -140,8 +146,10 @@ class Client:
         self._runner.run(self._client.close())
         self._runner.close()
 
-    def call(self, namespace: str, action: str, params: Any = None) -> Any:
-        return self._runner.run(self._client.call(namespace, action, params))
+    def call(
+        self, namespace: str, action: str, params: Any = None, *, idempotency_key: str | None = None
+    ) -> Any:
+        return self._runner.run(self._client.call(namespace, action, params, idempotency_key=idempotency_key))
 
     def run(self, jobs: Sequence[dict[str, Any]], *, callback_url: str | None = None) -> str:
         return self._runner.run(self._client.run(jobs, callback_url=callback_url))

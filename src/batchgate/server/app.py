@@ -154,7 +154,8 @@ class Service:
             return await self.batches.handle(api_key, action, params)
         if not isinstance(params, dict):
             raise BadRequest("The request body must be a JSON object")
-        return await self.gateway.call(namespace, action, params, ActionContext(account=api_key.account))
+        ctx = ActionContext(account=api_key.account, client_key=request.headers.get("idempotency-key"))
+        return await self.gateway.call(namespace, action, params, ctx)
 
 
 class Api:
