@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator
 
 import orjson
@@ -602,3 +603,22 @@ def test_an_unreachable_test_server_fails_in_ci_and_skips_elsewhere(
         monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome):
         pg.unavailable("connection refused")
+
+
+@pytest.mark.postgres
+async def test_leases_follow_the_databases_clock_not_a_hosts_clock_that_is_off(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)  # this host runs an hour ahead
+    store = PostgresStore(pg_url, result_ttl_s=3600)
+    await store.open()
+    try:
+        await store.submit(await store.create_key("acme"), jobs(1), None)
+        await claim_one(store)
+        [row] = await pg.fetch(
+            pg_url, "SELECT lease_expires - extract(epoch FROM clock_timestamp()) AS left_s FROM batches"
+        )
+    finally:
+        await store.close()
+    assert LEASE_S - 5 < row["left_s"] <= LEASE_S  # on the database's clock; an hour more on the host's

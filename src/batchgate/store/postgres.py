@@ -53,6 +53,7 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # the server cannot be reached
     TimeoutError,  # a statement outlived command_timeout_s
 )
+CLOCK_SYNC_S = 300.0  # how often a worker reads the database's clock again
 
 
 def wrap_exceptions(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -74,12 +75,15 @@ class PostgresStore(Store):
         url: str,
         *,
         result_ttl_s: float,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         pool_size: int = 10,
         command_timeout_s: float = 30.0,
         listen_check_s: float = 15.0,
     ) -> None:
-        super().__init__(result_ttl_s=result_ttl_s, clock=clock)
+        super().__init__(result_ttl_s=result_ttl_s, clock=clock or self._database_time)
+        # Until the first reading of the database's clock: this host's own.
+        self._offset = time.time() - time.monotonic()
+        self._synced_at = -CLOCK_SYNC_S
         self.url = url
         self.pool_size = pool_size
         self.command_timeout_s = command_timeout_s
@@ -101,10 +105,31 @@ class PostgresStore(Store):
         try:
             async with pool.acquire() as conn:
                 await self._migrate(conn)
+                await self._sync_clock(conn)
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+
+    def _database_time(self) -> float:
+        """The database server's clock, read through this host's monotonic clock.
+
+        Leases are written by one host and compared by another: on one shared clock, a host whose
+        own clock is off, or is stepped, neither takes a live lease early nor keeps a dead one."""
+        return time.monotonic() + self._offset
+
+    async def _sync_clock(self, conn: Any) -> None:
+        before = time.monotonic()
+        database_now = await conn.fetchval(Q["database_time"])
+        after = time.monotonic()
+        self._offset = database_now - (before + after) / 2
+        self._synced_at = after
+
+    async def _keep_clock_synced(self) -> None:
+        """Reads the database's clock again every CLOCK_SYNC_S, on the worker's claim path."""
+        if time.monotonic() - self._synced_at > CLOCK_SYNC_S:
+            async with self._pool.acquire() as conn:
+                await self._sync_clock(conn)
 
     @staticmethod
     async def _migrate(conn: Any) -> None:
@@ -199,6 +224,7 @@ class PostgresStore(Store):
     # the worker's side -----------------------------------------------------
     @wrap_exceptions
     async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]:
+        await self._keep_clock_synced()
         rows = await self._pool.fetch(Q["claim_batches"], owner, now, limit, now + lease_s)
         return [_lease(row) for row in rows]
 

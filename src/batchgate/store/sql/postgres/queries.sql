@@ -17,6 +17,9 @@ SELECT version FROM schema_migrations;
 -- name: record_migration
 INSERT INTO schema_migrations (version) VALUES ($1);
 
+-- name: database_time
+SELECT extract(epoch FROM clock_timestamp())::float8;
+
 -- name: ping
 SELECT 1;
 
