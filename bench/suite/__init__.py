@@ -1,4 +1,5 @@
-"""The benchmark suite of BENCH.md: batchgate beside Celery and arq, and the machine's limits.
+"""The benchmark suite of BENCH.md: batchgate beside Celery, arq, SAQ and procrastinate, and the
+machine's limits.
 
     bench/run [--quick | --tiny] [--systems BG-S,CEL-T,...] [--kinds noop,http] [--reps 5]
 

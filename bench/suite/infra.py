@@ -1,4 +1,5 @@
-"""The infrastructure the systems share: Redis (Celery, arq) and PostgreSQL (batchgate).
+"""The infrastructure the systems share: Redis (Celery, arq, SAQ) and PostgreSQL (batchgate,
+procrastinate).
 
 Every repetition gets fresh state: a FLUSHDB of the benchmark's own Redis database number (not
 the whole server), or a PostgreSQL database created for it and dropped afterwards.

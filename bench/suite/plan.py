@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 KIND_ORDER = ("noop", "io10", "http")
-ALL_SYSTEMS = ("BG-S", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T", "ARQ-TF")
+ALL_SYSTEMS = (
+    "BG-S", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T", "ARQ-TF",
+    "SAQ-D", "SAQ-T", "PRO-D", "PRO-T",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""The systems under test (BENCH.md): batchgate on SQLite and PostgreSQL, Celery and arq."""
+"""The systems under test (BENCH.md): batchgate on SQLite and PostgreSQL, Celery, arq, SAQ and
+procrastinate."""
 
 from __future__ import annotations
 
-from bench.suite.systems.alternatives import ArqSystem, CelerySystem
+from bench.suite.systems.alternatives import ArqSystem, CelerySystem, ProcrastinateSystem, SaqSystem
 from bench.suite.systems.base import Env, System
 from bench.suite.systems.batchgate import BatchgateSystem
 
@@ -19,7 +20,20 @@ def all_systems() -> list[System]:
         ArqSystem("ARQ-D", tuned=False),
         ArqSystem("ARQ-T", tuned=True),
         ArqSystem("ARQ-TF", tuned=True, fsync=True),
+        SaqSystem("SAQ-D", tuned=False),
+        SaqSystem("SAQ-T", tuned=True),
+        ProcrastinateSystem("PRO-D", tuned=False),
+        ProcrastinateSystem("PRO-T", tuned=True),
     ]
 
 
-__all__ = ["ArqSystem", "BatchgateSystem", "CelerySystem", "Env", "System", "all_systems"]
+__all__ = [
+    "ArqSystem",
+    "BatchgateSystem",
+    "CelerySystem",
+    "Env",
+    "ProcrastinateSystem",
+    "SaqSystem",
+    "System",
+    "all_systems",
+]
