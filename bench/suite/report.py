@@ -26,8 +26,10 @@ METRICS = (
 )  # fmt: skip
 PACKAGES = (
     "batchgate", "aiohttp", "uvicorn", "uvloop", "httptools", "orjson", "starlette", "asyncpg",
-    "celery", "kombu", "redis", "arq", "urllib3", "psutil", "matplotlib",
+    "celery", "kombu", "redis", "arq", "saq", "procrastinate", "psycopg", "psycopg-pool", "urllib3",
+    "psutil", "matplotlib",
 )  # fmt: skip
+TUNED_ALTERNATIVES = ("CEL-T", "ARQ-T", "SAQ-T", "PRO-T")  # what the BG-S targets compare with
 
 
 def _version(package: str) -> str | None:
@@ -154,13 +156,13 @@ def targets(rows: Sequence[dict[str, Any]], limits: dict[str, Any]) -> list[dict
         return _median(rows, system, kind, shape, metric)
 
     found = []
-    for alt in ("CEL-T", "ARQ-T"):
+    for alt in TUNED_ALTERNATIVES:
         ratio = _ratio(
             median("BG-S", "noop", "burst", "jobs_per_s"), median(alt, "noop", "burst", "jobs_per_s")
         )
         basis = "end-to-end jobs/s: all batches, first submit to last callback"
         found.append(_target(f"noop burst jobs/s, BG-S / {alt}", ratio, ">= 5", basis))
-    for alt in ("CEL-T", "ARQ-T"):
+    for alt in TUNED_ALTERNATIVES:
         ratio = _ratio(
             median("BG-S", "noop", "solo", "e2e_p50_ms"), median(alt, "noop", "solo", "e2e_p50_ms")
         )
@@ -341,14 +343,15 @@ METHOD = [
     "One callback receiver for all; a run is void unless every batch called back exactly once with every "
     "job's own result, in order, without an error (the gate).",
     "batchgate runs jobs of one batch one after another, in order (SPEC.md decision 7); Celery's chord "
-    "and the arq counter run a batch's jobs in parallel. io10 and http batches therefore take longer "
-    "per batch on batchgate by design; compare their throughput under burst.",
-    "batchgate acknowledges a batch only once it is committed (SQLite FULL / PostgreSQL); the "
-    "alternatives acknowledge once the tasks are in Redis, which by default does not fsync: the "
-    "durability column says which class each system is in (the -TF systems run Redis with "
-    "appendfsync always).",
+    "and the arq, SAQ and procrastinate counters run a batch's jobs in parallel. io10 and http batches "
+    "therefore take longer per batch on batchgate by design; compare their throughput under burst.",
+    "batchgate acknowledges a batch only once it is committed (SQLite FULL / PostgreSQL), and so does "
+    "procrastinate (PostgreSQL); the Redis-based alternatives acknowledge once the tasks are in Redis, "
+    "which by default does not fsync: the durability column says which class each system is in (the "
+    "-TF systems run Redis with appendfsync always).",
     "At most 50 jobs in flight per system: batchgate --max-batches 50 (25 per worker with two), "
-    "Celery tuned -c 50 (defaults: 2 prefork children), arq tuned max_jobs=50 (defaults: 10).",
+    "Celery tuned -c 50 (defaults: 2 prefork children), arq tuned max_jobs=50 (defaults: 10), SAQ and "
+    "procrastinate tuned 2 worker processes of 25 (defaults: one process, concurrency 10 and 1).",
     "Everything runs on this one machine: the load generator, the receiver and the upstream stub share "
     "its 2 cores with the system under test, equally for every system.",
     "Peak memory: the service's processes (RSS, summed at each 100 ms sample) and the infrastructure "
