@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 import uvloop
-from bench.suite import loadgen, procs, report
+from bench.suite import gate, loadgen, procs, report
 from bench.suite.infra import Infra
 from bench.suite.receiver import Receiver
 from bench.suite.systems.base import Env
@@ -156,6 +156,14 @@ async def wait_callbacks(
         if now_s - last_progress > stall_s:
             return f"no callback arrived for {stall_s:.0f} s"
     return None
+
+
+def stopped_waiting(verdict: gate.Verdict, why: str | None) -> None:
+    """Adds to the gate's verdict why the wait for callbacks ended early, if it did."""
+    if why is not None:
+        verdict.problems.append(f"stopped waiting: {why}")
+        verdict.problem_count += 1
+        verdict.ok = False
 
 
 async def warm_up(

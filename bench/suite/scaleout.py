@@ -279,10 +279,7 @@ class Measurer:
         errors = [f"batch {s.batch}: {s.error}" for s in submits if s.error]
         expected = {b: workload.jobs(b) for b in range(batches)}
         verdict = gate.check(expected, accepted, records, submit_errors=errors)
-        if why is not None:
-            verdict.problems.append(f"stopped waiting: {why}")
-            verdict.problem_count += 1
-            verdict.ok = False
+        modes.stopped_waiting(verdict, why)
         metrics = batch_metrics(submits, records, jobs_per_batch)
         metrics.update(headline(metrics, records, mark_released=released, ok=verdict.ok))
         window = (metrics.get("drain_s") if released else metrics.get("elapsed_s")) or (
