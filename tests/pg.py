@@ -64,6 +64,15 @@ async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
         await conn.close()
 
 
+async def execute(url: str, script: str) -> None:
+    """Runs a script of many statements (a dump, say) on its own connection."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(script)
+    finally:
+        await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def locked(url: str, table: str) -> AsyncIterator[None]:
     """Holds an exclusive lock on a table from another connection, as a stuck transaction would."""

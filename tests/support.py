@@ -15,11 +15,11 @@ import orjson
 import uvicorn
 from aiohttp import web
 
-from batchgate.actions import Gateway
+from batchgate.actions import App
 from batchgate.client import AsyncClient
 from batchgate.models import ApiKey
 from batchgate.server import create_app
-from batchgate.server.app import Service
+from batchgate.service import Service
 from batchgate.settings import Settings
 
 
@@ -45,9 +45,9 @@ class LiveServer:
 
 @contextlib.asynccontextmanager
 async def live_server(
-    settings: Settings, gateway: Gateway | None = None, *, run_worker: bool = True
+    settings: Settings, actions: App | None = None, *, run_worker: bool = True
 ) -> AsyncIterator[LiveServer]:
-    app = create_app(settings, gateway, run_worker=run_worker)
+    app = create_app(settings, actions, run_worker=run_worker)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)

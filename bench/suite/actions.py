@@ -1,4 +1,4 @@
-"""The benchmark's actions for batchgate: `batchgate serve --app bench.suite.actions:gateway`.
+"""The benchmark's actions for batchgate: `batchgate serve --app bench.suite.actions:app`.
 
 `bench.noop` and `bench.io10` are Python actions. `stub.echo` (the http kind) is forwarded to the
 upstream stub named by BENCH_STUB_URL: by batchgate's own gateway mode (`--config`) when the
@@ -15,13 +15,13 @@ import aiohttp
 import orjson
 from bench.suite import jobs
 
-from batchgate.actions import Gateway
+from batchgate.actions import App
 
 MAX_IN_FLIGHT = 50
 
 
-def _core() -> Gateway:
-    app = Gateway()
+def _core() -> App:
+    app = App()
 
     @app.action("bench", "noop")
     async def noop(**params: Any) -> dict[str, Any]:
@@ -53,7 +53,7 @@ class StubForwarder:
             await self.session.close()
 
     async def echo(self, **params: Any) -> Any:
-        assert self.session is not None, "the gateway was not started"
+        assert self.session is not None, "the app was not started"
         async with self.session.post(
             self.url, data=orjson.dumps(params), headers={"Content-Type": "application/json"}
         ) as response:
@@ -61,8 +61,8 @@ class StubForwarder:
 
 
 core = _core()
-gateway = _core()
+app = _core()
 _forwarder = StubForwarder(os.environ.get("BENCH_STUB_URL", "http://127.0.0.1:9"))
-gateway.add("stub", "echo", _forwarder.echo)
-gateway.on_startup.append(_forwarder.open)
-gateway.on_shutdown.append(_forwarder.close)
+app.add("stub", "echo", _forwarder.echo)
+app.on_startup.append(_forwarder.open)
+app.on_shutdown.append(_forwarder.close)

@@ -1,6 +1,6 @@
 """The `contact` and `event` namespaces of the iVvy API, in miniature, as batchgate Python actions.
 
-    batchgate serve --app examples.ivvy_events.app:gateway      (from the repository root)
+    batchgate serve --app examples.ivvy_events.app:app      (from the repository root)
 
 Each action declares its parameters in its signature: batchgate validates a call's params against
 them before the handler runs (a missing one is 400/23017, a wrong one 400/23016) and serves the
@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from batchgate import ActionContext, Gateway, NotFound, invalid_param, missing_param
+from batchgate import ActionContext, App, NotFound, invalid_param, missing_param
 
 from . import db
 
@@ -35,20 +35,20 @@ EmailStatus = Literal[1, 2, 3, 5]  # subscribed, unsubscribed, bounced, no marke
 SmsStatus = Literal[1, 2, 3, 4]  # subscribed, unsubscribed, failed, no marketing
 RECORD_EVENT_DETAILS = 12  # the only event type the public API lets you add
 
-gateway = Gateway()
+app = App()
 
 
 async def _create_tables() -> None:
     await asyncio.to_thread(db.create_tables)
 
 
-gateway.on_startup.append(_create_tables)
+app.on_startup.append(_create_tables)
 
 
 # contact ---------------------------------------------------------------------------------------
 
 
-@gateway.action("contact", "addOrUpdateContact")
+@app.action("contact", "addOrUpdateContact")
 def add_or_update_contact(
     ctx: ActionContext,
     id: int | None = None,
@@ -90,7 +90,7 @@ def _add_contact(conn: sqlite3.Connection, ctx: ActionContext, fields: dict[str,
     return {"success": True, "id": cursor.lastrowid}
 
 
-@gateway.action("contact", "getContact")
+@app.action("contact", "getContact")
 def get_contact(ctx: ActionContext, id: int) -> dict[str, Any]:
     with db.connect() as conn:
         row = _row(conn, "contacts", ctx.account, id)
@@ -120,7 +120,7 @@ def get_contact(ctx: ActionContext, id: int) -> dict[str, Any]:
 # event -----------------------------------------------------------------------------------------
 
 
-@gateway.action("event", "addOrUpdateEvent")
+@app.action("event", "addOrUpdateEvent")
 def add_or_update_event(
     ctx: ActionContext,
     id: int | None = None,
@@ -169,7 +169,7 @@ def _add_event(conn: sqlite3.Connection, ctx: ActionContext, fields: dict[str, A
     return {"success": True, "id": cursor.lastrowid, "code": code}
 
 
-@gateway.action("event", "getEvent")
+@app.action("event", "getEvent")
 def get_event(ctx: ActionContext, id: int) -> dict[str, Any]:
     with db.connect() as conn:
         row = _row(conn, "events", ctx.account, id)
@@ -190,7 +190,7 @@ def get_event(ctx: ActionContext, id: int) -> dict[str, Any]:
     }
 
 
-@gateway.action("event", "inviteContacts")
+@app.action("event", "inviteContacts")
 def invite_contacts(ctx: ActionContext, event: int, contacts: list[int]) -> dict[str, Any]:
     """Invites each contact; one that does not exist gets `status: false` and no links.
 

@@ -1,24 +1,34 @@
 """batchgate: an asynchronous batch gateway for RPC-style JSON APIs.
 
-    from batchgate import Gateway
+    from batchgate import App
 
-    gateway = Gateway()
+    app = App()
 
-    @gateway.action("event", "inviteContacts")
+    @app.action("event", "inviteContacts")
     async def invite_contacts(event: int, contacts: list[int]) -> dict[str, object]: ...
 
-Serve it with `batchgate serve --app package.module:gateway`.
+Serve it with `batchgate serve --app package.module:app`.
 """
 
-from batchgate.actions.registry import ActionContext, Gateway, Reply
-from batchgate.protocol.errors import BadRequest, NotFound, WireError, invalid_param, missing_param
+import warnings
 
-__version__ = "0.1.0"
+from batchgate.actions.registry import ActionContext, App, Reply
+from batchgate.protocol.errors import (
+    BadRequest,
+    BatchgateError,
+    NotFound,
+    WireError,
+    invalid_param,
+    missing_param,
+)
+
+__version__ = "0.2.0"
 
 __all__ = [
     "ActionContext",
+    "App",
     "BadRequest",
-    "Gateway",
+    "BatchgateError",
     "NotFound",
     "Reply",
     "WireError",
@@ -26,3 +36,15 @@ __all__ = [
     "invalid_param",
     "missing_param",
 ]
+
+
+def __getattr__(name: str) -> type[App]:
+    """`Gateway`, the application object's name before 0.2, still works for a while."""
+    if name == "Gateway":
+        warnings.warn(
+            "batchgate.Gateway is now batchgate.App (gateway mode is upstream forwarding)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return App
+    raise AttributeError(f"module 'batchgate' has no attribute {name!r}")

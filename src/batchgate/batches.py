@@ -14,6 +14,7 @@ from batchgate.models import ApiKey, Batch, BatchStatus, JobSpec
 from batchgate.netguard import AddressPolicy, UnsafeAddress
 from batchgate.protocol import errors
 from batchgate.protocol.errors import BadRequest, InternalError, NotFound, invalid_param, missing_param
+from batchgate.protocol.results import results_body
 from batchgate.store import Store, StoreError
 
 MAX_JOBS = 200
@@ -68,14 +69,21 @@ def _async_id(params: dict[str, Any]) -> str:
 
 
 class Batches:
-    """The batch namespace for one store; `on_submit` wakes a local worker."""
+    """The batch namespace for one store. `on_submit` wakes a local worker when a batch becomes
+    runnable, `on_delivery_queued` a local delivery loop when a callback is queued."""
 
     def __init__(
-        self, store: Store, policy: AddressPolicy, on_submit: Callable[[], None] = lambda: None
+        self,
+        store: Store,
+        policy: AddressPolicy,
+        *,
+        on_submit: Callable[[], None] = lambda: None,
+        on_delivery_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.on_submit = on_submit
+        self.on_delivery_queued = on_delivery_queued
 
     async def handle(self, api_key: ApiKey, action: str, params: Any) -> Any:
         """Dispatches one call of the batch namespace; the value is the response body."""
@@ -130,10 +138,11 @@ class Batches:
 
     async def results(self, account: str, async_id: str) -> orjson.Fragment:
         batch = await self._complete_batch(account, async_id, errors.RESULTS_NOT_FOUND)
-        return orjson.Fragment(await self.store.results(batch))
+        return orjson.Fragment(results_body(batch.id, await self.store.job_results(batch.id)))
 
     async def repost(self, account: str, async_id: str) -> dict[str, bool]:
-        await self.store.repost(await self._complete_batch(account, async_id, errors.BATCH_NOT_FOUND))
+        if await self.store.repost(await self._complete_batch(account, async_id, errors.BATCH_NOT_FOUND)):
+            self.on_delivery_queued()
         return {"reposted": True}
 
     async def restart(self, account: str, async_id: str) -> dict[str, bool]:

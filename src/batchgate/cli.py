@@ -1,29 +1,35 @@
-"""The `batchgate` command: serve, keys, call, submit, migrate, purge.
+"""The `batchgate` command: serve, worker, keys, call, submit, migrate, purge.
 
-Every option can also be set in the environment as `BATCHGATE_<OPTION>` (e.g. `BATCHGATE_DB`).
+Every option of `serve` and `worker` can also be set in the environment as `BATCHGATE_<OPTION>`
+(e.g. `BATCHGATE_DB`). A user's mistake (a database that cannot be opened, a file that is not
+JSON, a server that is not there) is one clear line and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import importlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import click
 import orjson
+from yarl import URL
 
-from batchgate.actions import Gateway
-from batchgate.client import ApiError, Client
+from batchgate.actions import App
+from batchgate.client import ApiError, Client, Unreachable
 from batchgate.config import ConfigError, load_config
-from batchgate.config import build_gateway as gateway_from_config
+from batchgate.config import build_app as app_from_config
+from batchgate.protocol.errors import is_error_body
 from batchgate.settings import Settings, parse_schedule
-from batchgate.store import Store, open_store
+from batchgate.store import Store, StoreError, open_store
+from batchgate.store.sqlite import path_of
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,8 +42,24 @@ def _option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*names, envvar=env, show_envvar=True, show_default=True, **kwargs)
 
 
-def db_option(fn: F) -> F:
-    return _option("--db", default=DEFAULTS.db, help="Database URL (sqlite:///PATH or postgresql://...).")(fn)
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """Several options as one decorator, shown in the order given."""
+
+    def apply(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+def _database_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise click.BadParameter(
+            f"{value!r} is not a database URL: use sqlite:///PATH (e.g. sqlite:///./batchgate.db) "
+            "or postgresql://user@host/database"
+        )
+    return value
 
 
 def _schedule(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
@@ -47,96 +69,142 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str) -> tuple[f
         raise click.BadParameter(str(exc)) from exc
 
 
-def settings_options(fn: F) -> F:
-    options = [
-        db_option,
-        _option("--max-body-bytes", type=int, default=DEFAULTS.max_body_bytes, help="Largest request body."),
-        _option(
-            "--result-ttl",
-            type=float,
-            default=DEFAULTS.result_ttl_s,
-            help="Seconds results stay readable after a batch completes.",
-        ),
-        _option(
-            "--sleep-cap", type=float, default=DEFAULTS.sleep_cap_s, help="Longest test.sleep, in seconds."
-        ),
-        _option(
-            "--key-cache",
-            type=float,
-            default=DEFAULTS.key_cache_s,
-            help="Seconds an API key is remembered; a revocation takes up to this long to apply.",
-        ),
-        _option(
-            "--max-batches", type=int, default=DEFAULTS.max_batches, help="Batches one worker runs at once."
-        ),
-        _option(
-            "--lease",
-            type=float,
-            default=DEFAULTS.lease_s,
-            help="Seconds a worker holds a batch without renewing; a dead worker's batches resume after it.",
-        ),
-        _option(
-            "--poll-interval",
-            type=float,
-            default=DEFAULTS.poll_s,
-            help="Seconds between looks for work when nothing wakes the worker.",
-        ),
-        _option(
-            "--callback-allow",
-            default=DEFAULTS.callback_allow,
-            help="Hosts, IPs or CIDRs callbacks may reach despite the address guard (comma-separated).",
-        ),
-        _option(
-            "--callback-retry-schedule",
-            default=",".join(f"{d:g}" for d in DEFAULTS.callback_retry_schedule),
-            callback=_schedule,
-            help="Seconds before each retry of a failed callback (comma-separated).",
-        ),
-        _option(
-            "--callback-timeout",
-            type=float,
-            default=DEFAULTS.callback_timeout_s,
-            help="Seconds one callback attempt may take.",
-        ),
-        _option(
-            "--callback-concurrency",
-            type=int,
-            default=DEFAULTS.callback_concurrency,
-            help="Callbacks sent at once.",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+db_option = _option(
+    "--db",
+    default=DEFAULTS.db,
+    callback=_database_url,
+    help="Database URL: sqlite:///PATH or postgresql://user@host/database.",
+)
+
+# Each option's name, the Settings field it fills, and its click declaration.
+COMMON_OPTIONS = _options(
+    db_option,
+    _option(
+        "--result-ttl",
+        "result_ttl_s",
+        type=float,
+        default=DEFAULTS.result_ttl_s,
+        help="Seconds results stay readable after a batch completes.",
+    ),
+    _option(
+        "--sleep-cap",
+        "sleep_cap_s",
+        type=float,
+        default=DEFAULTS.sleep_cap_s,
+        help="Longest test.sleep, in seconds.",
+    ),
+)
+API_OPTIONS = _options(
+    _option(
+        "--max-body-bytes", type=int, default=DEFAULTS.max_body_bytes, help="Largest request body accepted."
+    ),
+    _option(
+        "--key-cache",
+        "key_cache_s",
+        type=float,
+        default=DEFAULTS.key_cache_s,
+        help="Seconds an API key is remembered; a revocation takes up to this long to apply.",
+    ),
+)
+WORKER_OPTIONS = _options(
+    _option("--max-batches", type=int, default=DEFAULTS.max_batches, help="Batches one worker runs at once."),
+    _option(
+        "--lease",
+        "lease_s",
+        type=float,
+        default=DEFAULTS.lease_s,
+        help="Seconds a worker holds a batch without renewing; a dead worker's batches resume after it.",
+    ),
+    _option(
+        "--poll-interval",
+        "poll_s",
+        type=float,
+        default=DEFAULTS.poll_s,
+        help="Seconds between looks for work when nothing wakes the worker.",
+    ),
+    _option(
+        "--callback-allow",
+        default=DEFAULTS.callback_allow,
+        help="Hosts, IPs or CIDRs callbacks may reach despite the address guard (comma-separated).",
+    ),
+    _option(
+        "--callback-retry-schedule",
+        default=",".join(f"{d:g}" for d in DEFAULTS.callback_retry_schedule),
+        callback=_schedule,
+        help="Seconds before each retry of a failed callback (comma-separated).",
+    ),
+    _option(
+        "--callback-timeout",
+        "callback_timeout_s",
+        type=float,
+        default=DEFAULTS.callback_timeout_s,
+        help="Seconds one callback attempt may take.",
+    ),
+    _option(
+        "--callback-concurrency",
+        type=int,
+        default=DEFAULTS.callback_concurrency,
+        help="Callbacks sent at once.",
+    ),
+)
+APP_OPTIONS = _options(
+    _option("--app", default=None, help="Your actions: an App object as package.module:attribute."),
+    _option("--app-dir", default=".", help="The folder --app is imported from."),
+    _option(
+        "--config",
+        default=None,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Gateway mode: a batchgate.toml mapping namespaces to upstream APIs.",
+    ),
+    _option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])),
+)
+SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(Settings))
 
 
 def settings_from(options: dict[str, Any]) -> Settings:
-    return Settings(
-        db=options["db"],
-        max_body_bytes=options["max_body_bytes"],
-        result_ttl_s=options["result_ttl"],
-        sleep_cap_s=options["sleep_cap"],
-        key_cache_s=options["key_cache"],
-        max_batches=options["max_batches"],
-        lease_s=options["lease"],
-        poll_s=options["poll_interval"],
-        callback_allow=options["callback_allow"],
-        callback_retry_schedule=options["callback_retry_schedule"],
-        callback_timeout_s=options["callback_timeout"],
-        callback_concurrency=options["callback_concurrency"],
-    )
+    """Settings from the options a command took (each option's destination is a Settings field);
+    what a command does not take keeps its default."""
+    return Settings(**{name: value for name, value in options.items() if name in SETTINGS_FIELDS})
 
 
-def with_store(db: str, use: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+def shown(db: str) -> str:
+    """A database URL fit for a log line or a message: without its password."""
+    url = URL(db)
+    return str(url.with_password("***")) if url.password else db
+
+
+@contextlib.asynccontextmanager
+async def opened_store(db: str) -> AsyncIterator[tuple[Store, list[int]]]:
+    """The store, open, and the migrations opening it applied."""
+    store = open_store(db, result_ttl_s=DEFAULTS.result_ttl_s)
+    applied = await store.open()
+    try:
+        yield store, applied
+    finally:
+        await store.close()
+
+
+def run_on(db: str, work: Coroutine[Any, Any, T]) -> T:
+    """Runs a command's work; a database that cannot be used is one clear line, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except StoreError as exc:
+        raise click.ClickException(f"could not use the database {shown(db)}: {exc}") from exc
+
+
+def with_store(db: str, use: Callable[[Store], Coroutine[Any, Any, T]], *, create: bool = False) -> T:
+    """Runs `use` on the opened store. A missing SQLite file is created only when `create` is set:
+    otherwise a typo in --db would make an empty database."""
+    if db.startswith("sqlite://") and not create and not Path(path_of(db)).exists():
+        raise click.ClickException(
+            f"there is no database at {path_of(db)} (`batchgate migrate --db {db}` creates one)"
+        )
+
     async def run() -> T:
-        store = open_store(db, result_ttl_s=DEFAULTS.result_ttl_s)
-        await store.open()
-        try:
+        async with opened_store(db) as (store, _):
             return await use(store)
-        finally:
-            await store.close()
 
-    return asyncio.run(run())
+    return run_on(db, run())
 
 
 def echo_json(value: Any) -> None:
@@ -149,8 +217,8 @@ def main() -> None:
     """batchgate: an asynchronous batch gateway for RPC-style JSON APIs."""
 
 
-def load_gateway(app: str | None, app_dir: str = ".") -> Gateway | None:
-    """The user's application object, from `package.module:attribute`."""
+def load_app(app: str | None, app_dir: str = ".") -> App | None:
+    """The user's application object, from `package.module:attribute` (`app` when left out)."""
     if not app:
         return None
     # As with uvicorn's --app-dir: the app is found from the working directory unless told otherwise.
@@ -159,32 +227,32 @@ def load_gateway(app: str | None, app_dir: str = ".") -> Gateway | None:
         sys.path.insert(0, folder)
     module_name, _, attribute = app.partition(":")
     try:
-        found = getattr(importlib.import_module(module_name), attribute or "gateway")
+        found = getattr(importlib.import_module(module_name), attribute or "app")
     except (ImportError, AttributeError) as exc:
         raise click.BadParameter(f"cannot load {app!r}: {exc}", param_hint="--app") from exc
-    if not isinstance(found, Gateway):
+    if not isinstance(found, App):
         raise click.BadParameter(
-            f"{app!r} is a {type(found).__name__}, not a batchgate.Gateway", param_hint="--app"
+            f"{app!r} is a {type(found).__name__}, not a batchgate.App", param_hint="--app"
         )
     return found
 
 
-def load_upstreams(config: Path | None) -> Gateway | None:
+def load_upstreams(config: Path | None) -> App | None:
     """Gateway mode: the namespaces `batchgate.toml` forwards to upstream APIs."""
     if config is None:
         return None
     try:
-        return gateway_from_config(load_config(config))
+        return app_from_config(load_config(config))
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
 
 
-def build_gateway(app: str | None, app_dir: str, config: Path | None) -> Gateway | None:
+def build_app(app: str | None, app_dir: str, config: Path | None) -> App | None:
     """The --app actions and the --config upstreams, served together."""
-    parts = [part for part in (load_gateway(app, app_dir), load_upstreams(config)) if part is not None]
+    parts = [part for part in (load_app(app, app_dir), load_upstreams(config)) if part is not None]
     if len(parts) < 2:
         return parts[0] if parts else None
-    merged = Gateway()
+    merged = App()
     try:
         for part in parts:
             merged.include(part)
@@ -193,27 +261,15 @@ def build_gateway(app: str | None, app_dir: str, config: Path | None) -> Gateway
     return merged
 
 
-def app_options(fn: F) -> F:
-    fn = _option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))(fn)
-    fn = _option(
-        "--config",
-        default=None,
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Gateway mode: a batchgate.toml mapping namespaces to upstream APIs.",
-    )(fn)
-    fn = _option("--app-dir", default=".", help="The folder --app is imported from.")(fn)
-    return _option("--app", default=None, help="Your actions: a Gateway object as package.module:attribute.")(
-        fn
-    )
-
-
 def configure_logging(log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @main.command()
-@settings_options
-@app_options
+@COMMON_OPTIONS
+@API_OPTIONS
+@WORKER_OPTIONS
+@APP_OPTIONS
 @_option("--host", default="127.0.0.1", help="Address to listen on.")
 @_option("--port", type=int, default=8080, help="Port to listen on.")
 @_option(
@@ -238,7 +294,7 @@ def serve(
     from batchgate.server import create_app
 
     configure_logging(log_level)
-    asgi = create_app(settings_from(options), build_gateway(app, app_dir, config), run_worker=run_worker)
+    asgi = create_app(settings_from(options), build_app(app, app_dir, config), run_worker=run_worker)
     uvicorn.run(
         asgi,
         host=host,
@@ -252,17 +308,26 @@ def serve(
 
 
 @main.command()
-@settings_options
-@app_options
+@COMMON_OPTIONS
+@WORKER_OPTIONS
+@APP_OPTIONS
 def worker(app: str | None, app_dir: str, config: Path | None, log_level: str, **options: Any) -> None:
     """Runs jobs and callback deliveries only, beside API processes that share the database."""
-    from batchgate.server.app import Service
+    from batchgate.service import Service
 
     configure_logging(log_level)
-    service = Service.build(settings_from(options), build_gateway(app, app_dir, config), run_worker=True)
+    settings = settings_from(options)
+    service = Service.build(settings, build_app(app, app_dir, config), run_worker=True)
+    log = logging.getLogger("batchgate.worker")
 
     async def work() -> None:
         await service.start()
+        log.info(
+            "worker started on %s: up to %d batches at once, namespaces %s",
+            shown(settings.db),
+            settings.max_batches,
+            ", ".join(service.app.namespaces()),
+        )
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -270,25 +335,37 @@ def worker(app: str | None, app_dir: str, config: Path | None, log_level: str, *
         await stopped.wait()
         await service.stop()
 
-    # uvloop, as `serve` gets from uvicorn: it comes with uvicorn[standard] wherever it builds
+    try:
+        _run_forever(work())
+    except StoreError as exc:
+        raise click.ClickException(f"could not use the database {shown(settings.db)}: {exc}") from exc
+
+
+def _run_forever(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop, as `serve` gets from uvicorn: it comes with uvicorn[standard] wherever it builds."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(work())
+        asyncio.run(main)
     else:
-        uvloop.run(work())
+        uvloop.run(main)
 
 
 @main.command()
 @db_option
 def migrate(db: str) -> None:
-    """Creates the database or applies pending schema migrations."""
+    """Creates the database or applies pending schema migrations, and says which."""
 
-    async def nothing(store: Store) -> None:
-        return None
+    async def apply() -> list[int]:
+        async with opened_store(db) as (_, applied):
+            return applied
 
-    with_store(db, nothing)
-    click.echo("database is up to date")
+    applied = run_on(db, apply())
+    if applied:
+        versions = ", ".join(str(version) for version in applied)
+        click.echo(f"applied migration{'s' if len(applied) > 1 else ''} {versions} to {shown(db)}")
+    else:
+        click.echo(f"{shown(db)} is up to date")
 
 
 @main.command()
@@ -303,16 +380,22 @@ def keys() -> None:
     """Manages API keys: each belongs to an account, and sees only that account's batches."""
 
 
+def _account_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("an account name cannot be empty")
+    return value.strip()
+
+
 @keys.command("create")
-@click.option("--name", required=True, help="The account the key belongs to.")
+@click.option("--name", required=True, callback=_account_name, help="The account the key belongs to.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "secret": ...} on one line.')
 @click.option(
     "--env", "as_env", is_flag=True, help='Print shell exports: eval "$(batchgate keys create ... --env)".'
 )
 def keys_create(name: str, db: str, as_json: bool, as_env: bool) -> None:
-    """Creates a key and prints its secret (shown only here)."""
-    api_key = with_store(db, lambda store: store.create_key(name))
+    """Creates a key and prints its secret (shown only here). Creates the database if needed."""
+    api_key = with_store(db, lambda store: store.create_key(name), create=True)
     if as_env:
         click.echo(f"export BATCHGATE_KEY={api_key.key} BATCHGATE_SECRET={api_key.secret}")
     elif as_json:
@@ -340,10 +423,11 @@ def keys_revoke(key: str, db: str) -> None:
     click.echo(f"revoked {key}")
 
 
-def client_options(fn: F) -> F:
-    fn = _option("--secret", required=True, help="The key's secret.")(fn)
-    fn = _option("--key", required=True, help="The API key to sign with.")(fn)
-    return _option("--url", default="http://127.0.0.1:8080", help="batchgate's base URL.")(fn)
+CLIENT_OPTIONS = _options(
+    _option("--url", default="http://127.0.0.1:8080", help="batchgate's base URL."),
+    _option("--key", required=True, help="The API key to sign with."),
+    _option("--secret", required=True, help="The key's secret."),
+)
 
 
 def _client_call(fn: Callable[[], T]) -> T:
@@ -353,8 +437,25 @@ def _client_call(fn: Callable[[], T]) -> T:
     except ApiError as exc:
         echo_json(exc.body)
         sys.exit(1)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise click.ClickException(f"could not reach batchgate: {exc or type(exc).__name__}") from exc
+    except Unreachable as exc:
+        raise click.ClickException(f"could not reach batchgate: {exc}") from exc
+
+
+def _read_json(source: str, what: str) -> Any:
+    """JSON given inline, as `@file`, or as `-` (standard input)."""
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        elif source.startswith("@"):
+            text = Path(source[1:]).read_text(encoding="utf-8")
+        else:
+            text = source
+        return orjson.loads(text)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {source[1:]}: {exc.strerror or exc}", param_hint=what) from exc
+    except orjson.JSONDecodeError as exc:
+        where = "standard input" if source == "-" else source[1:] if source.startswith("@") else "it"
+        raise click.BadParameter(f"{where} is not JSON: {exc}", param_hint=what) from exc
 
 
 @main.command()
@@ -364,7 +465,7 @@ def _client_call(fn: Callable[[], T]) -> T:
 @click.option(
     "--idempotency-key", help="Sent as the Idempotency-Key header: give the same one to retry a call safely."
 )
-@client_options
+@CLIENT_OPTIONS
 def call(
     namespace: str,
     action: str,
@@ -374,39 +475,65 @@ def call(
     key: str,
     secret: str,
 ) -> None:
-    """Makes one signed call and prints the answer, e.g. `batchgate call test ping`."""
-    try:
-        decoded = orjson.loads(params) if params else None
-    except orjson.JSONDecodeError as exc:
-        raise click.BadParameter(f"PARAMS_JSON is not JSON: {exc}") from exc
+    """Makes one signed call and prints the answer, e.g. `batchgate call test ping`.
+
+    PARAMS is a JSON object, `@file` to read it from a file, or `-` to read it from standard input.
+    """
+    decoded = _read_json(params, "PARAMS") if params else None
     with Client(url, key, secret) as client:
         echo_json(
             _client_call(lambda: client.call(namespace, action, decoded, idempotency_key=idempotency_key))
         )
 
 
+def _jobs_of(spec: Any, jobs_file: Path) -> tuple[list[Any], str | None]:
+    """The jobs and callback URL of a jobs file: a list of jobs, or a whole run request."""
+    if isinstance(spec, list):
+        return spec, None
+    if isinstance(spec, dict) and "jobs" in spec:
+        return spec["jobs"], spec.get("callbackUrl")
+    if isinstance(spec, dict) and "namespace" in spec:
+        hint = "it holds one job: put it in a list, [{...}]"
+    else:
+        hint = 'it must hold a list of jobs, or a run request {"jobs": [...]}'
+    raise click.BadParameter(f"{jobs_file}: {hint}", param_hint="JOBS_FILE")
+
+
 @main.command()
 @click.argument("jobs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--callback", help="URL to POST the results to when the batch completes.")
 @click.option("--wait", is_flag=True, help="Show progress until the batch completes, then print the results.")
-@client_options
-def submit(jobs_file: Path, callback: str | None, wait: bool, url: str, key: str, secret: str) -> None:
-    """Submits a batch: JOBS_FILE holds a list of jobs, or a whole run request ({"jobs": [...]})."""
-    try:
-        spec = orjson.loads(jobs_file.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise click.BadParameter(f"{jobs_file} is not JSON: {exc}", param_hint="JOBS_FILE") from exc
-    jobs = spec.get("jobs", []) if isinstance(spec, dict) else spec
-    callback = callback or (spec.get("callbackUrl") if isinstance(spec, dict) else None)
+@click.option(
+    "--fail-on-error", is_flag=True, help="With --wait: exit 3 when any job's response is an error body."
+)
+@CLIENT_OPTIONS
+def submit(
+    jobs_file: Path,
+    callback: str | None,
+    wait: bool,
+    fail_on_error: bool,
+    url: str,
+    key: str,
+    secret: str,
+) -> None:
+    """Submits a batch: JOBS_FILE holds a list of jobs, or a whole run request ({"jobs": [...]}).
+
+    Without --wait, prints the asyncId. Read the results later with
+    `batchgate call batch results '{"async": "ASYNC_ID"}'`.
+    """
+    jobs, file_callback = _jobs_of(_read_json(f"@{jobs_file}", "JOBS_FILE"), jobs_file)
     with Client(url, key, secret) as client:
-        async_id = _client_call(lambda: client.run(jobs, callback_url=callback))
+        async_id = _client_call(lambda: client.run(jobs, callback_url=callback or file_callback))
         if not wait:
             echo_json({"asyncId": async_id})
             return
+        click.echo(f"batch {async_id} submitted", err=True)
         with click.progressbar(length=100, label=f"batch {async_id}", file=sys.stderr) as bar:
 
             def advance(progress: int) -> None:
                 bar.update(progress - bar.pos)
 
             results = _client_call(lambda: client.wait(async_id, on_progress=advance))
-        echo_json(results)
+    echo_json(results)
+    if fail_on_error and any(is_error_body(result["response"]) for result in results["results"]):
+        sys.exit(3)

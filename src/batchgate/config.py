@@ -27,9 +27,10 @@ from typing import Annotated, Any
 import msgspec
 from yarl import URL
 
-from batchgate.actions.registry import RESERVED_NAMESPACE, Gateway
+from batchgate.actions.registry import RESERVED_NAMESPACE, App
 from batchgate.actions.schema import split_path
 from batchgate.actions.upstream import DEFAULT_RETRY, Upstream, UpstreamConfig
+from batchgate.protocol.errors import BatchgateError
 from batchgate.retry import RetryPolicy
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -38,7 +39,7 @@ BUILT_IN_NAMESPACE = "test"  # batchgate's own test namespace stays available
 Name = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class ConfigError(ValueError):
+class ConfigError(BatchgateError, ValueError):
     """The configuration file is not valid."""
 
 
@@ -158,13 +159,13 @@ def _check_namespaces(upstreams: tuple[UpstreamConfig, ...]) -> None:
             owner[namespace] = upstream.name
 
 
-def build_gateway(config: Config) -> Gateway:
-    """A gateway that forwards each configured namespace, opening its upstream's session at start-up."""
-    gateway = Gateway()
+def build_app(config: Config) -> App:
+    """An app that forwards each configured namespace, opening its upstream's session at start-up."""
+    app = App()
     for upstream_config in config.upstreams:
         upstream = Upstream(upstream_config)
         for namespace in upstream_config.namespaces:
-            gateway.mount(namespace, upstream.forward)
-        gateway.on_startup.append(upstream.open)
-        gateway.on_shutdown.append(upstream.close)
-    return gateway
+            app.mount(namespace, upstream.forward)
+        app.on_startup.append(upstream.open)
+        app.on_shutdown.append(upstream.close)
+    return app

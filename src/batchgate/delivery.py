@@ -1,9 +1,10 @@
 """The callback outbox: sends each due delivery as a signed POST and records every attempt.
 
 A delivery is written in the same transaction that completes its batch (or by `repost`), so a
-completed batch always has its callback queued. Sending is at least once: a process that dies
-mid-POST leaves the delivery leased until the lease runs out, then it is sent again with the
-same webhook-id, which is how receivers drop duplicates.
+completed batch always has its callback queued; its body, the batch's results, is read when it is
+sent. Sending is at least once: a process that dies mid-POST leaves the delivery leased until the
+lease runs out, then it is sent again with the same webhook-id, which is how receivers drop
+duplicates.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import aiohttp
 
 from batchgate import webhooks
-from batchgate.loops import ClaimLoop, owner_id
+from batchgate.loops import ClaimLoop
 from batchgate.models import Attempt, Delivery, DeliveryStatus
-from batchgate.netguard import AddressPolicy, UnsafeAddress
+from batchgate.netguard import AddressPolicy, UnsafeAddress, guarded_connector
+from batchgate.protocol.results import results_body
 from batchgate.retry import RetryPolicy, next_delay, parse_retry_after
 from batchgate.store import Store
 
@@ -28,10 +30,12 @@ USER_AGENT = "batchgate-callback/1"
 
 
 class Deliverer(ClaimLoop):
+    """Sends callbacks through one session whose connector enforces the address guard at connect
+    time. `open()` creates that session inside the event loop, unless one is handed in (tests)."""
+
     def __init__(
         self,
         store: Store,
-        session: aiohttp.ClientSession,
         *,
         policy: AddressPolicy,
         retry: RetryPolicy,
@@ -39,28 +43,53 @@ class Deliverer(ClaimLoop):
         concurrency: int = 50,
         poll_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         super().__init__(capacity=concurrency, poll_s=poll_s)
         self.store = store
-        self.session = session
+        self._session = session
+        self._owns_session = session is None
         self.policy = policy
         self.retry = retry
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.lease_s = 2 * timeout_s + 5  # an attempt always ends well inside its lease
         self.clock = clock
-        self.owner = owner_id("delivery")
+
+    async def open(self) -> None:
+        if self._session is None:
+            connector = guarded_connector(self.policy, limit=self.capacity)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
 
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
-        deliveries = await self.store.claim_deliveries(self.owner, limit=limit, lease_s=self.lease_s)
+        deliveries = await self.store.claim_deliveries(limit=limit, lease_s=self.lease_s)
         return [self._deliver(delivery) for delivery in deliveries]
 
     async def _idle_wait_s(self) -> float | None:
         due = await self.store.next_delivery_at()
         return None if due is None else max(0.0, due - self.clock())
 
+    async def _body(self, delivery: Delivery) -> bytes | None:
+        """The batch's results, or None when the batch was restarted since (the restart has
+        superseded this delivery: the next run's callback replaces it)."""
+        if delivery.body is not None:
+            return delivery.body  # queued before 0.2, with its own copy
+        results = await self.store.job_results(delivery.batch_id)
+        if not results or any(result.response is None for result in results):
+            return None
+        return results_body(delivery.batch_id, results)
+
     async def _deliver(self, delivery: Delivery) -> None:
+        body = await self._body(delivery)
+        if body is None:
+            log.info("callback %s for batch %s: superseded by a restart", delivery.id, delivery.batch_id)
+            return
         at, started = self.clock(), time.perf_counter()
-        status, error, retry_after = await self._post(delivery)
+        status, error, retry_after = await self._post(delivery, body)
         attempt = Attempt(
             delivery_id=delivery.id,
             number=delivery.attempts + 1,
@@ -84,17 +113,19 @@ class Deliverer(ClaimLoop):
             )
         await self.store.finish_attempt(delivery, attempt, delay, final)
 
-    async def _post(self, delivery: Delivery) -> tuple[int | None, str | None, float | None]:
+    async def _post(self, delivery: Delivery, body: bytes) -> tuple[int | None, str | None, float | None]:
         """(status, error, Retry-After seconds) of one POST; redirects are answers, not followed."""
+        if self._session is None:
+            raise RuntimeError("the deliverer is not open")
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            **webhooks.sign(delivery.secret, delivery.id, delivery.body),
+            **webhooks.sign(delivery.secret, delivery.id, body),
         }
         try:
             self.policy.check_url(delivery.url)  # IP literals: aiohttp dials them without resolving
-            async with self.session.post(
-                delivery.url, data=delivery.body, headers=headers, allow_redirects=False, timeout=self.timeout
+            async with self._session.post(
+                delivery.url, data=body, headers=headers, allow_redirects=False, timeout=self.timeout
             ) as response:
                 error = None if response.status < 300 else f"HTTP {response.status}"
                 return response.status, error, parse_retry_after(response.headers.get("Retry-After"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 
 class BatchStatus(StrEnum):
@@ -17,6 +17,15 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # the retry schedule ran out
     GONE = "gone"  # the receiver answered 410: it wants no more
+    SUPERSEDED = "superseded"  # the batch was restarted: the next run's callback replaces it
+
+
+class Recorded(Enum):
+    """What recording jobs' responses did."""
+
+    LOST = "lost"  # nothing: the lease was lost
+    ADVANCED = "advanced"  # the responses are saved and the lease renewed
+    COMPLETED = "completed"  # ... and they were the last: the batch is complete
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +69,13 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class JobResult:
-    """A finished job as the `results` action reports it; `params` and `response` are JSON text."""
+    """A job as the `results` action reports it; `params` and `response` are JSON text, and
+    `response` is None while the job has not run."""
 
     namespace: str
     action: str
     params: str
-    response: str
+    response: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +94,16 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One callback to send: the same `id` (webhook-id) and body on every attempt."""
+    """One callback to send, with the same `id` (webhook-id) on every attempt. Its body is the
+    batch's results, read when it is sent; a delivery queued before 0.2 carries its own `body`."""
 
     id: str
     batch_id: str
     url: str
-    body: bytes
     secret: str
     attempts: int
     token: str
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,13 +60,15 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from batchgate.protocol.errors import BatchgateError
+
 __all__ = ["AddressPolicy", "GuardedResolver", "UnsafeAddress", "guarded_connector"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class UnsafeAddress(Exception):
+class UnsafeAddress(BatchgateError):
     """The URL or the address it resolves to may not be called."""
 
 

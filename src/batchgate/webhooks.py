@@ -11,8 +11,10 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from batchgate.protocol.errors import BatchgateError
 
-class InvalidSignature(Exception):
+
+class InvalidSignature(BatchgateError):
     """The callback's signature does not verify."""
 
 

@@ -11,26 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from batchgate.actions import ActionContext, Gateway
+from batchgate.actions import ActionContext, App
 from batchgate.loops import ClaimLoop, owner_id
-from batchgate.models import Lease
+from batchgate.models import Lease, Recorded
+from batchgate.protocol.errors import BatchgateError
 from batchgate.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 
-class LeaseLost(Exception):
+class LeaseLost(BatchgateError):
     """The batch was restarted, or its lease expired and another worker took it."""
 
 
 class _Recorder:
-    """Writes one batch's responses behind the jobs, one write in flight at a time, in order."""
+    """Writes one batch's responses behind its jobs, in order, one write in flight at a time.
 
-    def __init__(self, store: Store, lease: Lease, lease_s: float) -> None:
+    Each write takes every response finished while the previous one was being written, and the
+    next write starts as soon as the previous one returns: fast jobs share a transaction, and a
+    finished job is saved without waiting for the next one to finish."""
+
+    def __init__(self, store: Store, lease: Lease, lease_s: float, on_completed: Callable[[], None]) -> None:
         self.store, self.lease, self.lease_s = store, lease, lease_s
+        self.on_completed = on_completed
         self.next_index = lease.start
         self.pending: list[bytes] = []
         self.writing: asyncio.Task[None] | None = None
@@ -42,38 +48,42 @@ class _Recorder:
             self.writing.result()
 
     def add(self, response: bytes) -> None:
+        self.check()
         self.pending.append(response)
         if self.writing is None or self.writing.done():
-            self.check()
-            self.writing = asyncio.create_task(self._write())
+            self.writing = asyncio.create_task(self._write_pending())
 
-    async def _write(self) -> None:
-        first, responses = self.next_index, self.pending
-        self.next_index, self.pending = first + len(responses), []
-        if not await self.store.record_many(self.lease, first, responses, lease_s=self.lease_s):
-            raise LeaseLost(self.lease.batch_id)
+    async def _write_pending(self) -> None:
+        while self.pending:
+            first, responses = self.next_index, self.pending
+            self.next_index, self.pending = first + len(responses), []
+            recorded = await self.store.record(self.lease, first, responses, lease_s=self.lease_s)
+            if recorded is Recorded.LOST:
+                raise LeaseLost(self.lease.batch_id)
+            if recorded is Recorded.COMPLETED and self.lease.callback_url:
+                self.on_completed()
 
     async def flush(self) -> None:
         if self.writing is not None:
             await self.writing
-        if self.pending:
-            await self._write()
 
 
 class Worker(ClaimLoop):
     def __init__(
         self,
         store: Store,
-        gateway: Gateway,
+        app: App,
         *,
         max_batches: int = 50,
         lease_s: float = 30.0,
         poll_s: float = 1.0,
+        on_delivery_queued: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(capacity=max_batches, poll_s=poll_s)
         self.store = store
-        self.gateway = gateway
+        self.app = app
         self.lease_s = lease_s
+        self.on_delivery_queued = on_delivery_queued  # wakes this process's delivery loop
         self.owner = owner_id("worker")
         self._held: set[str] = set()
 
@@ -85,20 +95,22 @@ class Worker(ClaimLoop):
     async def _run_batch(self, lease: Lease) -> None:
         try:
             await self._run_jobs(lease)
-            if self._stopping:
-                return  # stopped part-way: stop() hands the lease back
         except StoreError:
             # Not recorded: the lease runs out and the batch resumes from its last recorded job.
             log.exception("batch %s: could not record jobs; it will be resumed", lease.batch_id)
         except LeaseLost:
             log.info("batch %s: lease lost (restarted, or expired and taken); leaving it", lease.batch_id)
-        self._held.discard(lease.token)
+        except Exception:
+            # A bug: stop renewing, so the batch resumes once the lease runs out (any worker may
+            # take it then) instead of being held, and retried, here forever.
+            log.exception("batch %s failed unexpectedly; it resumes when its lease expires", lease.batch_id)
+        finally:
+            if not self._stopping:  # a stopping worker hands its leases back at once in stop()
+                self._held.discard(lease.token)
 
     async def _run_jobs(self, lease: Lease) -> None:
-        """Runs the jobs in order while their responses are written behind them: each write takes
-        every response finished since the previous one, so fast jobs share a transaction and a slow
-        commit never holds up the next job."""
-        recorder = _Recorder(self.store, lease, self.lease_s)
+        """Runs the jobs in order while their responses are written behind them."""
+        recorder = _Recorder(self.store, lease, self.lease_s, self.on_delivery_queued)
         for offset, job in enumerate(lease.jobs):
             if self._stopping:
                 break
@@ -107,7 +119,7 @@ class Worker(ClaimLoop):
             ctx = ActionContext(
                 account=lease.account, async_id=lease.batch_id, job_index=index, run=lease.run
             )
-            recorder.add(await self.gateway.run_job(job.namespace, job.action, job.params, ctx))
+            recorder.add(await self.app.run_job(job.namespace, job.action, job.params, ctx))
             await asyncio.sleep(0)  # a job that never awaits must not keep other batches and the API waiting
         await recorder.flush()
 

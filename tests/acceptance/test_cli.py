@@ -79,10 +79,11 @@ def test_submit_without_wait_prints_the_async_id(
     assert len(answer["asyncId"]) == 32
 
 
-def test_migrate_creates_the_database(tmp_path: Path) -> None:
+def test_migrate_creates_the_database_and_says_what_it_did(tmp_path: Path) -> None:
     db = tmp_path / "fresh" / "bg.db"
-    assert "up to date" in batchgate("migrate", "--db", f"sqlite:///{db}").stdout
+    assert "applied migrations 1, 2 to sqlite:///" in batchgate("migrate", "--db", f"sqlite:///{db}").stdout
     assert db.exists()
+    assert batchgate("migrate", "--db", f"sqlite:///{db}").stdout.endswith("is up to date\n")
 
 
 def test_call_to_a_server_that_is_not_there_says_so(sqlite_url: str) -> None:

@@ -29,9 +29,9 @@ SEED_JOBS = [
 
 @pytest.fixture
 def example(tmp_path: Path, sqlite_url: str) -> Iterator[dict[str, str]]:
-    """`batchgate serve --app examples.ivvy_events.app:gateway`; the environment its client uses."""
+    """`batchgate serve --app examples.ivvy_events.app:app`; the environment its client uses."""
     key, secret = create_key(sqlite_url)
-    env = {"BATCHGATE_APP": "examples.ivvy_events.app:gateway", "IVVY_EVENTS_DB": str(tmp_path / "ivvy.db")}
+    env = {"BATCHGATE_APP": "examples.ivvy_events.app:app", "IVVY_EVENTS_DB": str(tmp_path / "ivvy.db")}
     # The docs run serve from the repository root; from anywhere else, --app-dir points there.
     process = ServeProcess(sqlite_url, tmp_path / "serve.log", env={**env, "BATCHGATE_APP_DIR": str(ROOT)})
     process.start()

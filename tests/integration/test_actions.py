@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from batchgate import ActionContext, Gateway, WireError, invalid_param
+from batchgate import ActionContext, App, WireError, invalid_param
 from batchgate.client import ApiError
 from batchgate.settings import Settings
 
 from support import LiveServer, live_server
 
 
-def app() -> Gateway:
-    gateway = Gateway()
+def event_app() -> App:
+    actions = App()
 
-    @gateway.action("event", "inviteContacts")
+    @actions.action("event", "inviteContacts")
     async def invite_contacts(event: int, contacts: list[int]) -> dict[str, Any]:
         if event == 13:
             raise WireError("Event 13 is closed", error_code=403, specific_code=90013)
@@ -32,15 +32,15 @@ def app() -> Gateway:
             raise invalid_param("contacts", "contact 0 does not exist")
         return {"results": [{"contact": c, "status": c % 2 == 1} for c in contacts]}
 
-    @gateway.action("event", "whoami")
+    @actions.action("event", "whoami")
     def whoami(ctx: ActionContext) -> dict[str, Any]:  # a sync handler, with the call's context
         return {"account": ctx.account, "asyncId": ctx.async_id, "job": ctx.job_index}
 
-    @gateway.action("event", "unserialisable")
+    @actions.action("event", "unserialisable")
     async def unserialisable() -> Any:
         return {1, 2}  # a set is not JSON
 
-    return gateway
+    return actions
 
 
 async def direct(server: LiveServer, namespace: str, action: str, params: Any) -> tuple[int, Any]:
@@ -77,7 +77,7 @@ CASES = [
 async def test_a_direct_call_and_a_batch_job_get_the_same_answer(
     settings: Settings, call: tuple[str, str, Any], status: int
 ) -> None:
-    async with live_server(settings, app()) as server:
+    async with live_server(settings, event_app()) as server:
         answered_status, answer = await direct(server, *call)
         [job_response] = await as_jobs(server, [call])
     assert answered_status == status
@@ -85,7 +85,7 @@ async def test_a_direct_call_and_a_batch_job_get_the_same_answer(
 
 
 async def test_validation_errors_are_spec_shaped(settings: Settings) -> None:
-    async with live_server(settings, app()) as server:
+    async with live_server(settings, event_app()) as server:
         _, missing = await direct(server, "event", "inviteContacts", {"contacts": [1]})
         _, wrong = await direct(server, "event", "inviteContacts", {"event": 1, "contacts": [1, "two"]})
     assert missing == {"errorCode": 400, "message": "'event' is required", "specificCode": 23017}
@@ -98,7 +98,7 @@ async def test_validation_errors_are_spec_shaped(settings: Settings) -> None:
 
 
 async def test_a_handler_can_answer_with_its_own_codes(settings: Settings) -> None:
-    async with live_server(settings, app()) as server:
+    async with live_server(settings, event_app()) as server:
         status, body = await direct(server, "event", "inviteContacts", {"event": 13, "contacts": [1]})
     assert status == 403
     assert body == {"errorCode": 403, "message": "Event 13 is closed", "specificCode": 90013}
@@ -113,7 +113,7 @@ async def test_an_unexpected_exception_is_a_500_body_logged_with_the_job_and_the
         ("event", "inviteContacts", {"event": 2, "contacts": [3]}),
     ]
     caplog.set_level(logging.ERROR, logger="batchgate.actions.registry")
-    async with live_server(settings, app()) as server, server.client() as api:
+    async with live_server(settings, event_app()) as server, server.client() as api:
         jobs = [{"namespace": ns, "action": action, "params": params} for ns, action, params in calls]
         async_id = await api.run(jobs)
         results = await api.wait(async_id, poll_s=0.02, timeout_s=20)
@@ -128,7 +128,7 @@ async def test_an_unexpected_exception_is_a_500_body_logged_with_the_job_and_the
 
 
 async def test_a_handler_gets_the_calls_context(settings: Settings) -> None:
-    async with live_server(settings, app()) as server:
+    async with live_server(settings, event_app()) as server:
         _, direct_answer = await direct(server, "event", "whoami", {})
         [job_answer] = await as_jobs(server, [("event", "whoami", {})])
     assert direct_answer == {"account": "acme", "asyncId": None, "job": None}
@@ -138,20 +138,20 @@ async def test_a_handler_gets_the_calls_context(settings: Settings) -> None:
 
 
 async def test_a_blocking_sync_handler_does_not_hold_up_other_calls(settings: Settings) -> None:
-    gateway = Gateway()
+    actions = App()
     started = threading.Event()
 
-    @gateway.action("slow", "block")
+    @actions.action("slow", "block")
     def block(seconds: float) -> dict[str, float]:
         started.set()
         time.sleep(seconds)  # blocking on purpose: it runs in the thread pool, not on the loop
         return {"blocked": seconds}
 
-    @gateway.action("slow", "quick")
+    @actions.action("slow", "quick")
     async def quick() -> dict[str, bool]:
         return {"quick": True}
 
-    async with live_server(settings, gateway) as server:
+    async with live_server(settings, actions) as server:
         began = time.monotonic()
         blocked = asyncio.create_task(direct(server, "slow", "block", {"seconds": 1.0}))
         assert await asyncio.to_thread(started.wait, 5)
@@ -172,14 +172,14 @@ async def test_a_blocking_sync_handler_does_not_hold_up_other_calls(settings: Se
 
 
 async def test_a_blocking_sync_job_does_not_hold_up_another_batch(settings: Settings) -> None:
-    gateway = Gateway()
+    actions = App()
 
-    @gateway.action("slow", "block")
+    @actions.action("slow", "block")
     def block(seconds: float) -> dict[str, float]:
         time.sleep(seconds)
         return {"blocked": seconds}
 
-    async with live_server(settings, gateway) as server, server.client() as api:
+    async with live_server(settings, actions) as server, server.client() as api:
         slow = await api.run([{"namespace": "slow", "action": "block", "params": {"seconds": 1.0}}])
         sent = time.monotonic()
         quick = await api.run([{"namespace": "test", "action": "echo", "params": {"n": 1}}])
@@ -195,9 +195,9 @@ async def test_the_example_application_serves_the_documented_shapes(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IVVY_EVENTS_DB", str(tmp_path / "ivvy.db"))
-    from examples.ivvy_events.app import gateway
+    from examples.ivvy_events.app import app as example_app
 
-    async with live_server(settings, gateway) as server, server.client() as api:
+    async with live_server(settings, example_app) as server, server.client() as api:
         for first in ("Ada", "Grace"):
             added = await api.call(
                 "contact",

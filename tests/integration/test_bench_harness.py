@@ -17,7 +17,9 @@ import orjson
 import pytest
 from bench.suite import gate, limits
 from bench.suite import report as report_module
+from bench.suite.plan import ALL_SYSTEMS, Plan
 from bench.suite.receiver import Arrival
+from bench.suite.systems import all_systems
 from bench.suite.workload import Workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,3 +159,15 @@ def test_limits_measured_once_per_repetition_are_reported_as_median_and_range() 
     table = "\n".join(report_module._limits_table(combined, runs))
     assert "| hello_per_s | 15,000 [9,000-16,000] |" in table
     assert "tx_per_s=6,000 [5,000-7,000]" in table
+
+
+def test_every_planned_system_exists_and_the_peers_get_the_alternatives_shapes() -> None:
+    assert [system.id for system in all_systems()] == list(ALL_SYSTEMS)
+    assert {"SAQ-D", "SAQ-T", "PRO-D", "PRO-T"} <= set(Plan.preset("quick").systems)
+    cells = Plan(reps=1).cells(["CEL-D", "CEL-T", "SAQ-D", "SAQ-T", "PRO-D", "PRO-T"])
+    shapes = {s: {(c.kind, c.shape.label) for c in cells if c.system == s} for s in ALL_SYSTEMS}
+    assert shapes["SAQ-D"] == shapes["PRO-D"] == shapes["CEL-D"] == {("noop", "burst"), ("noop", "solo")}
+    assert shapes["SAQ-T"] == shapes["PRO-T"] == shapes["CEL-T"]
+    assert ("noop", "run") not in shapes["SAQ-T"]  # run calls/s is batchgate's alone
+    compared = {target["target"] for target in report_module.targets([], {})}
+    assert {"noop burst jobs/s, BG-S / SAQ-T", "noop solo submit->callback p50, BG-S / PRO-T"} <= compared

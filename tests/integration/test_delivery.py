@@ -14,6 +14,7 @@ from batchgate.actions.testing import builtin_actions
 from batchgate.delivery import Deliverer
 from batchgate.models import ApiKey, Batch, JobSpec
 from batchgate.netguard import AddressPolicy, guarded_connector
+from batchgate.protocol.results import results_body
 from batchgate.retry import RetryPolicy
 from batchgate.store import Store
 from batchgate.worker import Worker
@@ -34,7 +35,7 @@ async def deliverer(
     async with aiohttp.ClientSession(connector=guarded_connector(policy), trust_env=False) as session:
         yield Deliverer(
             store,
-            session,
+            session=session,
             policy=policy,
             retry=RetryPolicy(schedule, retry_after_cap_s=2.0),
             timeout_s=timeout_s,
@@ -62,7 +63,7 @@ async def test_a_callback_is_signed_with_the_submitting_keys_secret(store: Store
     [call] = recv.received("/ok")
     webhooks.verify(key.secret, call.headers, call.body)
     assert call.headers["Content-Type"] == "application/json"
-    assert call.json == orjson.loads(await store.results(batch))
+    assert call.json == orjson.loads(results_body(batch.id, await store.job_results(batch.id)))
     [attempt] = await store.attempts(batch.id)
     assert (attempt.number, attempt.status_code, attempt.error) == (1, 200, None)
 

@@ -1,4 +1,4 @@
-"""Gateway mode over real HTTP: namespaces forwarded to upstream APIs, as `batchgate.toml` maps them.
+"""App mode over real HTTP: namespaces forwarded to upstream APIs, as `batchgate.toml` maps them.
 
 The main upstream is a second, real `batchgate serve` process serving the example application;
 small aiohttp servers on loopback ports play upstreams that are down, slow, busy or counted.
@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from batchgate.client import build_request
-from batchgate.config import ConfigError, build_gateway, load_config
+from batchgate.config import ConfigError, build_app, load_config
 from batchgate.protocol.signing import SignedRequest, parse_authorization, verify
 from batchgate.settings import Settings
 
@@ -45,7 +45,7 @@ class Upstream:
 
 @pytest.fixture(scope="module")
 def example_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    """`batchgate serve --app examples.ivvy_events.app:gateway` in its own process."""
+    """`batchgate serve --app examples.ivvy_events.app:app` in its own process."""
     folder = tmp_path_factory.mktemp("upstream")
     db = f"sqlite:///{folder / 'batchgate.db'}"
     key, secret = create_key(db)
@@ -59,7 +59,7 @@ def example_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstr
 def example_app_env(folder: Path) -> dict[str, str]:
     """`--app` and `--app-dir` through the environment, as every serve option can be given."""
     return {
-        "BATCHGATE_APP": "examples.ivvy_events.app:gateway",
+        "BATCHGATE_APP": "examples.ivvy_events.app:app",
         "BATCHGATE_APP_DIR": str(ROOT),
         "IVVY_EVENTS_DB": str(folder / "ivvy.db"),
     }
@@ -161,7 +161,7 @@ async def gateway_server(
     settings: Settings, tmp_path: Path, upstreams: dict[str, dict[str, Any]]
 ) -> AsyncIterator[LiveServer]:
     config = load_config(write_config(tmp_path / "batchgate.toml", upstreams))
-    async with live_server(settings, build_gateway(config)) as server:
+    async with live_server(settings, build_app(config)) as server:
         yield server
 
 
@@ -378,14 +378,14 @@ async def test_a_direct_call_passes_on_its_clients_idempotency_key_scoped_by_acc
 
 async def test_an_answer_that_is_not_json_gives_a_461(settings: Settings, tmp_path: Path) -> None:
     async with (
-        stub(plan=[(502, {})], html=b"<html>502 Bad Gateway</html>") as proxy,
+        stub(plan=[(502, {})], html=b"<html>502 Bad App</html>") as proxy,
         gateway_server(settings, tmp_path, {"proxy": table(proxy, ["event"])}) as server,
     ):
         [response] = await run_jobs(server, [("event", "getEvent", {"id": 1})])
     assert response == {
         "errorCode": 461,
         "message": "Upstream proxy answered 502 with a body that is not JSON",
-        "additionalMessages": ["<html>502 Bad Gateway</html>"],
+        "additionalMessages": ["<html>502 Bad App</html>"],
     }
 
 
@@ -510,7 +510,7 @@ def test_serve_refuses_a_bad_config_before_it_starts(tmp_path: Path, sqlite_url:
 
 def test_serve_refuses_a_namespace_both_registered_and_forwarded(tmp_path: Path, sqlite_url: str) -> None:
     path = write_config(tmp_path / "batchgate.toml", {"a": table(Stub(url="http://x"), ["event"])})
-    app = ["--app", "examples.ivvy_events.app:gateway", "--app-dir", str(ROOT)]
+    app = ["--app", "examples.ivvy_events.app:app", "--app-dir", str(ROOT)]
     failed = batchgate("serve", "--db", sqlite_url, "--config", str(path), *app, check=False)
     assert failed.returncode == 2
     assert "namespace event" in failed.stderr

@@ -6,6 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from batchgate.store import StoreUnavailable, sql
 from batchgate.store.sqlite import SQLiteStore
 
 
@@ -19,7 +22,8 @@ async def test_many_stores_opening_a_new_file_at_once_all_work_and_migrate_it_on
     finally:
         await asyncio.gather(*(store.close() for store in stores))
     with sqlite3.connect(tmp_path / "shared.db") as conn:
-        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        applied = [version for (version,) in conn.execute("SELECT version FROM schema_migrations")]
+        assert applied == [version for version, _ in sql.migrations("sqlite")]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -44,5 +48,39 @@ async def test_concurrent_writes_share_commits_and_a_failing_one_does_not_undo_t
         assert sum(isinstance(r, Exception) for r in results) == 1  # only the duplicate failed
         assert len(await store.list_keys()) == 21
         assert max(commits) > 1  # writes were grouped
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("a bug in the write"), sqlite3.IntegrityError("a constraint")], ids=type
+)
+async def test_a_write_that_raises_anything_fails_only_itself_and_every_other_write_commits(
+    tmp_path: Path, error: Exception
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'bg.db'}", result_ttl_s=60)
+    await store.open()
+    try:
+        groups: list[int] = []
+        original = store._commit_group
+        store._commit_group = lambda ops: (groups.append(len(ops)), original(ops))[1]  # type: ignore[method-assign]
+
+        def failing(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO api_keys (key, secret, account, created_at) VALUES ('half', 's', 'x', 0)")
+            raise error
+
+        outcomes = await asyncio.gather(
+            *(store.create_key(f"a{i}") for i in range(10)),
+            store._write(failing),
+            *(store.create_key(f"b{i}") for i in range(10)),
+            return_exceptions=True,
+        )
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        expected = StoreUnavailable if isinstance(error, sqlite3.Error) else type(error)
+        assert [type(outcome) for outcome in failed] == [expected]
+        stored = {api_key.account for api_key in await store.list_keys()}
+        assert stored == {f"a{i}" for i in range(10)} | {f"b{i}" for i in range(10)}  # not "half"
+        assert {outcome.account for outcome in outcomes if outcome not in failed} == stored  # type: ignore[union-attr]
+        assert max(groups) > 1  # the writes were grouped, and the group's failure did not spread
     finally:
         await store.close()

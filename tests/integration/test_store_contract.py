@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from batchgate.models import ApiKey, Attempt, BatchStatus, DeliveryStatus, JobSpec, Lease
-from batchgate.store import Store, StoreUnavailable, open_store
+from batchgate.models import ApiKey, Attempt, Batch, BatchStatus, DeliveryStatus, JobSpec, Lease, Recorded
+from batchgate.protocol.results import results_body
+from batchgate.store import Store, StoreUnavailable, open_store, sql
 from batchgate.store.postgres import PostgresStore
 
 import pg
 
 LEASE_S = 30.0
+ADVANCED, COMPLETED = Recorded.ADVANCED, Recorded.COMPLETED
 
 
 class Clock:
@@ -52,11 +54,16 @@ def response(index: int) -> bytes:
     return orjson.dumps({"done": index})
 
 
-async def record_from(store: Store, lease: Lease, start: int | None = None) -> list[bool]:
-    """Records every job of the lease from `start` (default: where the lease starts)."""
+async def results_of(store: Store, batch: Batch) -> bytes:
+    """The batch's results body, as the `results` action answers it."""
+    return results_body(batch.id, await store.job_results(batch.id))
+
+
+async def record_from(store: Store, lease: Lease, start: int | None = None) -> list[Recorded]:
+    """Records every job of the lease from `start` (default: where the lease starts), one at a time."""
     first = lease.start if start is None else start
     return [
-        await store.record(lease, index, response(index), lease_s=LEASE_S)
+        await store.record(lease, index, [response(index)], lease_s=LEASE_S)
         for index in range(first, lease.job_count)
     ]
 
@@ -101,12 +108,12 @@ async def test_job_params_are_kept_byte_for_byte(store: Store, key: ApiKey) -> N
     await store.submit(key, [JobSpec("test", "echo", params)], None)
     lease = await claim_one(store)
     assert lease.jobs[0].params == params
-    await store.record(lease, 0, b'{"kept":  "as is"}', lease_s=LEASE_S)
+    await store.record(lease, 0, [b'{"kept":  "as is"}'], lease_s=LEASE_S)
     batch = await store.get_batch("acme", lease.batch_id)
     assert batch is not None
-    [result] = orjson.loads(await store.results(batch))["results"]
+    [result] = orjson.loads(await results_of(store, batch))["results"]
     assert result["request"]["z"] == 1 and result["response"] == {"kept": "as is"}
-    assert params.encode() in await store.results(batch)
+    assert params.encode() in await results_of(store, batch)
 
 
 async def test_results_expire_after_the_ttl(store: Store, key: ApiKey, clock: Clock) -> None:
@@ -162,7 +169,7 @@ async def test_progress_counts_recorded_jobs_and_reads_100_only_when_complete(
     lease = await claim_one(store)
     progress = []
     for index in range(3):
-        assert await store.record(lease, index, response(index), lease_s=LEASE_S)
+        assert await store.record(lease, index, [response(index)], lease_s=LEASE_S) is not Recorded.LOST
         found = await store.get_batch("acme", batch.id)
         assert found is not None
         progress.append((found.status, found.progress))
@@ -177,12 +184,10 @@ async def test_the_last_record_completes_the_batch_and_queues_its_callback_with_
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
     batch = await store.submit(key, jobs(3), "https://example.com/cb")
-    queued: list[str] = []
-    store.on_delivery_queued = lambda: queued.append("wake")
-    assert await record_from(store, await claim_one(store)) == [True, True, True]
+    assert await record_from(store, await claim_one(store)) == [ADVANCED, ADVANCED, COMPLETED]
     done = await store.get_batch("acme", batch.id)
     assert done is not None and done.status is BatchStatus.COMPLETE and done.completed_at == clock.now
-    body = await store.results(done)
+    body = await results_of(store, done)
     assert orjson.loads(body) == {
         "asyncId": batch.id,
         "results": [
@@ -190,25 +195,25 @@ async def test_the_last_record_completes_the_batch_and_queues_its_callback_with_
             for n in range(3)
         ],
     }
-    [delivery] = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
-    assert (delivery.batch_id, delivery.url, delivery.body) == (batch.id, "https://example.com/cb", body)
+    [delivery] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
+    assert (delivery.batch_id, delivery.url) == (batch.id, "https://example.com/cb")
+    assert delivery.body is None  # read from the results when it is sent: not a second copy
     assert (delivery.secret, delivery.attempts) == (key.secret, 0)
-    assert queued == ["wake"]
 
 
 async def test_a_batch_without_a_callback_completes_without_a_delivery(store: Store, key: ApiKey) -> None:
     await store.submit(key, jobs(2), None)
     await record_from(store, await claim_one(store))
-    assert await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S) == []
+    assert await store.claim_deliveries(limit=10, lease_s=LEASE_S) == []
     assert await store.next_delivery_at() is None
 
 
 async def test_a_batch_completes_only_once(store: Store, key: ApiKey) -> None:
     await store.submit(key, jobs(2), "https://example.com/cb")
     lease = await claim_one(store)
-    assert await record_from(store, lease) == [True, True]
-    assert not await store.record(lease, 1, response(1), lease_s=LEASE_S)
-    assert len(await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)) == 1
+    assert await record_from(store, lease) == [ADVANCED, COMPLETED]
+    assert await store.record(lease, 1, [response(1)], lease_s=LEASE_S) is Recorded.LOST
+    assert len(await store.claim_deliveries(limit=10, lease_s=LEASE_S)) == 1
     assert await store.claim_batches("w2", limit=10, lease_s=LEASE_S) == []
 
 
@@ -221,7 +226,7 @@ async def test_an_expired_lease_is_rescued_by_another_owner_after_the_last_recor
     await store.submit(key, jobs(4), None)
     dead = await claim_one(store, "dead")
     for index in (0, 1):
-        assert await store.record(dead, index, response(index), lease_s=LEASE_S)
+        assert await store.record(dead, index, [response(index)], lease_s=LEASE_S) is not Recorded.LOST
     clock.advance(LEASE_S - 1)  # each record renewed the lease
     assert await store.claim_batches("w2", limit=1, lease_s=LEASE_S) == []
     clock.advance(2)
@@ -235,25 +240,27 @@ async def test_an_old_lease_cannot_record_once_another_owner_holds_the_batch(
 ) -> None:
     batch = await store.submit(key, jobs(3), "https://example.com/cb")
     old = await claim_one(store, "slow")
-    assert await store.record(old, 0, b'{"by": "slow"}', lease_s=LEASE_S)
+    assert await store.record(old, 0, [b'{"by": "slow"}'], lease_s=LEASE_S) is not Recorded.LOST
     clock.advance(LEASE_S + 1)
     new = await claim_one(store, "fast")
-    assert not await store.record(old, 1, b'{"by": "slow"}', lease_s=LEASE_S)
-    assert await record_from(store, new) == [True, True]
-    assert not await store.record(old, 2, b'{"by": "slow"}', lease_s=LEASE_S)  # cannot complete it
+    assert await store.record(old, 1, [b'{"by": "slow"}'], lease_s=LEASE_S) is Recorded.LOST
+    assert await record_from(store, new) == [ADVANCED, COMPLETED]
+    assert (
+        await store.record(old, 2, [b'{"by": "slow"}'], lease_s=LEASE_S) is Recorded.LOST
+    )  # cannot complete it
     done = await store.get_batch("acme", batch.id)
     assert done is not None
-    results = orjson.loads(await store.results(done))["results"]
+    results = orjson.loads(await results_of(store, done))["results"]
     assert [r["response"] for r in results] == [{"by": "slow"}, {"done": 1}, {"done": 2}]
-    assert len(await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)) == 1
+    assert len(await store.claim_deliveries(limit=10, lease_s=LEASE_S)) == 1
 
 
 async def test_an_old_lease_cannot_record_after_a_restart(store: Store, key: ApiKey) -> None:
     batch = await store.submit(key, jobs(2), None)
     old = await claim_one(store)
-    assert await store.record(old, 0, response(0), lease_s=LEASE_S)
+    assert await store.record(old, 0, [response(0)], lease_s=LEASE_S) is not Recorded.LOST
     await store.restart(batch)
-    assert not await store.record(old, 1, response(1), lease_s=LEASE_S)
+    assert await store.record(old, 1, [response(1)], lease_s=LEASE_S) is Recorded.LOST
     found = await store.get_batch("acme", batch.id)
     assert found is not None and (found.status, found.done_count) == (BatchStatus.QUEUED, 0)
 
@@ -284,8 +291,10 @@ async def test_restart_queues_the_batch_again_from_its_first_job_with_a_new_run(
     assert await store.get_batch("acme", batch.id) is not None  # no longer expires
     again = await claim_one(store)
     assert (again.run, again.start, again.jobs) == (2, 0, tuple(jobs(2)))
-    assert await record_from(store, again) == [True, True]
-    assert len(await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)) == 2  # one per run
+    assert await record_from(store, again) == [ADVANCED, COMPLETED]
+    # The first run's callback, never sent, was superseded by the restart: only the second's is due.
+    [delivery] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
+    assert delivery.batch_id == batch.id
 
 
 async def test_a_restart_clears_the_previous_runs_responses(store: Store, key: ApiKey) -> None:
@@ -293,14 +302,14 @@ async def test_a_restart_clears_the_previous_runs_responses(store: Store, key: A
     await record_from(store, await claim_one(store))
     await store.restart(batch)
     lease = await claim_one(store)
-    await store.record(lease, 0, b'{"run": 2}', lease_s=LEASE_S)
+    await store.record(lease, 0, [b'{"run": 2}'], lease_s=LEASE_S)
     await store.restart(batch)
     lease = await claim_one(store)
-    await store.record(lease, 0, b'{"run": 3}', lease_s=LEASE_S)
-    await store.record(lease, 1, b'{"run": 3}', lease_s=LEASE_S)
+    await store.record(lease, 0, [b'{"run": 3}'], lease_s=LEASE_S)
+    await store.record(lease, 1, [b'{"run": 3}'], lease_s=LEASE_S)
     done = await store.get_batch("acme", batch.id)
     assert done is not None
-    assert [r["response"] for r in orjson.loads(await store.results(done))["results"]] == [{"run": 3}] * 2
+    assert [r["response"] for r in orjson.loads(await results_of(store, done))["results"]] == [{"run": 3}] * 2
 
 
 # the callback outbox -------------------------------------------------------------
@@ -316,11 +325,11 @@ async def test_a_leased_delivery_is_not_claimed_again_until_its_lease_expires(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
     await complete_with_callback(store, key)
-    [first] = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
-    assert await store.claim_deliveries("d2", limit=10, lease_s=LEASE_S) == []
+    [first] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
+    assert await store.claim_deliveries(limit=10, lease_s=LEASE_S) == []
     assert await store.next_delivery_at() == clock.now + LEASE_S
     clock.advance(LEASE_S)
-    [again] = await store.claim_deliveries("d2", limit=10, lease_s=LEASE_S)
+    [again] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     assert (again.id, again.body, again.attempts) == (first.id, first.body, 0)
     assert again.token != first.token
 
@@ -329,40 +338,40 @@ async def test_a_failed_attempt_is_retried_with_the_same_id_when_due(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
     batch_id = await complete_with_callback(store, key)
-    [delivery] = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
+    [delivery] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     attempt = Attempt(delivery.id, 1, clock.now, 503, "HTTP 503", 12.5)
     await store.finish_attempt(delivery, attempt, 60.0, DeliveryStatus.FAILED)
     assert await store.next_delivery_at() == clock.now + 60
     clock.advance(59)
-    assert await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S) == []
+    assert await store.claim_deliveries(limit=10, lease_s=LEASE_S) == []
     clock.advance(1)
-    [retry] = await store.claim_deliveries("d2", limit=10, lease_s=LEASE_S)
+    [retry] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     assert (retry.id, retry.attempts, retry.body) == (delivery.id, 1, delivery.body)
     second = Attempt(delivery.id, 2, clock.now, 200, None, 3.0)
     await store.finish_attempt(retry, second, None, DeliveryStatus.DELIVERED)
     assert await store.attempts(batch_id) == [attempt, second]
     assert await store.next_delivery_at() is None
     clock.advance(10 * LEASE_S)
-    assert await store.claim_deliveries("d3", limit=10, lease_s=LEASE_S) == []
+    assert await store.claim_deliveries(limit=10, lease_s=LEASE_S) == []
 
 
 async def test_a_delivery_whose_schedule_ran_out_ends_failed(store: Store, key: ApiKey, clock: Clock) -> None:
     await complete_with_callback(store, key)
-    [delivery] = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
+    [delivery] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     attempt = Attempt(delivery.id, 1, clock.now, None, "timed out", 2000.0)
     await store.finish_attempt(delivery, attempt, None, DeliveryStatus.FAILED)
     assert await store.next_delivery_at() is None
     clock.advance(10 * LEASE_S)
-    assert await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S) == []
+    assert await store.claim_deliveries(limit=10, lease_s=LEASE_S) == []
 
 
 async def test_a_stale_delivery_lease_cannot_finish_the_delivery(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
     await complete_with_callback(store, key)
-    [stale] = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
+    [stale] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     clock.advance(LEASE_S)
-    [current] = await store.claim_deliveries("d2", limit=10, lease_s=LEASE_S)
+    [current] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     late = Attempt(stale.id, 1, clock.now, 200, None, 1.0)
     await store.finish_attempt(stale, late, None, DeliveryStatus.DELIVERED)
     assert await store.next_delivery_at() == clock.now + LEASE_S  # still pending, still leased by d2
@@ -371,19 +380,20 @@ async def test_a_stale_delivery_lease_cannot_finish_the_delivery(
     assert await store.next_delivery_at() is None
 
 
-async def test_repost_queues_a_new_delivery_with_a_new_id_and_the_same_body(
+async def test_repost_queues_a_new_delivery_with_a_new_id_and_no_copy_of_the_results(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
     batch_id = await complete_with_callback(store, key)
-    [first] = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
+    [first] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     await store.finish_attempt(
         first, Attempt(first.id, 1, clock.now, 200, None, 1.0), None, DeliveryStatus.DELIVERED
     )
     batch = await store.get_batch("acme", batch_id)
     assert batch is not None
     await store.repost(batch)
-    [again] = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
-    assert again.id != first.id and again.body == first.body and again.attempts == 0
+    [again] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
+    assert again.id != first.id and again.attempts == 0
+    assert again.body is None  # both read the batch's results when they are sent
 
 
 async def test_repost_of_a_batch_without_callback_queues_nothing(store: Store, key: ApiKey) -> None:
@@ -407,7 +417,7 @@ async def test_purge_deletes_expired_batches_with_their_jobs_and_deliveries(
     assert await store.purge() == 1
     assert await store.purge() == 0
     assert await store.attempts(old_id) == []
-    deliveries = await store.claim_deliveries("d1", limit=10, lease_s=LEASE_S)
+    deliveries = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     assert [d.batch_id for d in deliveries] == [young_id]
     clock.advance(10 * store.result_ttl_s)
     assert await store.get_batch("acme", running.id) is not None
@@ -440,14 +450,14 @@ async def test_concurrent_workers_on_separate_stores_complete_every_batch_exactl
     async def work(worker: Store, name: str) -> None:
         while leases := await worker.claim_batches(name, limit=3, lease_s=LEASE_S):
             for lease in leases:
-                assert all(await record_from(worker, lease))
+                assert Recorded.LOST not in await record_from(worker, lease)
 
     try:
         await asyncio.gather(*(work(other, f"w{i}") for i, other in enumerate(others)))
     finally:
         for other in others:
             await other.close()
-    deliveries = await store.claim_deliveries("d1", limit=100, lease_s=LEASE_S)
+    deliveries = await store.claim_deliveries(limit=100, lease_s=LEASE_S)
     assert sorted(d.batch_id for d in deliveries) == sorted(b.id for b in submitted)
 
 
@@ -469,7 +479,7 @@ async def test_restarts_racing_records_never_fail_and_leave_a_consistent_batch(
     await worker()  # whatever the last restart queued
     done = await store.get_batch("acme", batch.id)
     assert done is not None and done.status is BatchStatus.COMPLETE and done.run == 11
-    results = orjson.loads(await store.results(done))["results"]
+    results = orjson.loads(await results_of(store, done))["results"]
     assert [r["response"] for r in results] == [{"done": n} for n in range(20)]
 
 
@@ -557,7 +567,7 @@ async def test_many_stores_opening_an_empty_database_at_once_migrate_it_once(pg_
     await asyncio.gather(*(store.open() for store in stores))
     try:
         rows = await pg.fetch(pg_url, "SELECT version FROM schema_migrations")
-        assert [row["version"] for row in rows] == [1]
+        assert [row["version"] for row in rows] == [version for version, _ in sql.migrations("postgres")]
         await stores[0].create_key("acme")
         assert len(await stores[-1].list_keys()) == 1
     finally:

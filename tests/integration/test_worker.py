@@ -9,20 +9,23 @@ from typing import Any
 import orjson
 import pytest
 
-from batchgate.actions import ActionContext, Gateway
+from batchgate.actions import ActionContext, App
 from batchgate.actions.testing import builtin_actions
-from batchgate.models import BatchStatus, JobSpec, Lease
+from batchgate.models import Batch, BatchStatus, JobSpec, Lease, Recorded
+from batchgate.protocol.results import results_body
 from batchgate.store import Store
 from batchgate.worker import Worker
 
+from support import eventually
 
-def recording_gateway(
+
+def recording_app(
     log: list[tuple[str, int]], *, hold: asyncio.Event | None = None, entered: asyncio.Event | None = None
-) -> Gateway:
+) -> App:
     """`rec.note` logs each job; with `hold`, it signals `entered` and waits for `hold` first."""
-    gateway = builtin_actions(sleep_cap_s=5)
+    app = builtin_actions(sleep_cap_s=5)
 
-    @gateway.action("rec", "note")
+    @app.action("rec", "note")
     async def note(ctx: ActionContext, **params: Any) -> dict[str, Any]:
         if hold is not None and entered is not None:
             entered.set()
@@ -30,11 +33,16 @@ def recording_gateway(
         log.append((ctx.async_id or "", ctx.job_index or 0))
         return {"index": ctx.job_index, "key": ctx.idempotency_key}
 
-    @gateway.action("rec", "boom")
+    @app.action("rec", "boom")
     def boom(**params: Any) -> None:
         raise RuntimeError("the handler broke")
 
-    return gateway
+    return app
+
+
+async def results_of(store: Store, batch: Batch) -> Any:
+    """The batch's results body, decoded."""
+    return orjson.loads(results_body(batch.id, await store.job_results(batch.id)))
 
 
 def jobs(count: int, action: str = "note") -> list[JobSpec]:
@@ -45,7 +53,7 @@ async def test_jobs_of_a_batch_run_in_order_and_batches_run_together(store: Stor
     key = await store.create_key("acme")
     batches = [await store.submit(key, jobs(30), None) for _ in range(5)]
     log: list[tuple[str, int]] = []
-    await Worker(store, recording_gateway(log), max_batches=5).run(until_idle=True)
+    await Worker(store, recording_app(log), max_batches=5).run(until_idle=True)
     for batch in batches:
         assert [index for batch_id, index in log if batch_id == batch.id] == list(range(30))
     # interleaved: the worker did not run the batches one after another
@@ -58,8 +66,8 @@ async def test_jobs_of_a_batch_run_in_order_and_batches_run_together(store: Stor
 async def test_a_failing_handler_gives_a_500_response_and_the_batch_carries_on(store: Store) -> None:
     key = await store.create_key("acme")
     batch = await store.submit(key, [*jobs(1, "boom"), *jobs(1)], None)
-    await Worker(store, recording_gateway([])).run(until_idle=True)
-    results = orjson.loads(await store.results(batch))["results"]
+    await Worker(store, recording_app([])).run(until_idle=True)
+    results = (await results_of(store, batch))["results"]
     assert results[0]["response"]["errorCode"] == 500
     assert results[1]["response"]["index"] == 1
 
@@ -67,12 +75,12 @@ async def test_a_failing_handler_gives_a_500_response_and_the_batch_carries_on(s
 async def test_the_idempotency_key_changes_with_a_restart(store: Store) -> None:
     key = await store.create_key("acme")
     batch = await store.submit(key, jobs(1), None)
-    gateway = recording_gateway([])
-    await Worker(store, gateway).run(until_idle=True)
-    first = orjson.loads(await store.results(batch))["results"][0]["response"]["key"]
+    app = recording_app([])
+    await Worker(store, app).run(until_idle=True)
+    first = (await results_of(store, batch))["results"][0]["response"]["key"]
     await store.restart(batch)
-    await Worker(store, gateway).run(until_idle=True)
-    second = orjson.loads(await store.results(batch))["results"][0]["response"]["key"]
+    await Worker(store, app).run(until_idle=True)
+    second = (await results_of(store, batch))["results"][0]["response"]["key"]
     assert first == f"{batch.id}-1-0"
     assert second == f"{batch.id}-2-0"
 
@@ -85,15 +93,15 @@ async def test_a_dead_workers_batch_is_resumed_after_its_lease_expires(
     # A worker that claimed the batch, recorded two jobs, then died without a word.
     [lease] = await store.claim_batches("dead", limit=1, lease_s=30)
     for index in (0, 1):
-        assert await store.record(lease, index, b'{"by":"dead"}', lease_s=30)
+        assert await store.record(lease, index, [b'{"by":"dead"}'], lease_s=30) is Recorded.ADVANCED
     log: list[tuple[str, int]] = []
-    worker = Worker(store, recording_gateway(log), lease_s=5, poll_s=0.05)
+    worker = Worker(store, recording_app(log), lease_s=5, poll_s=0.05)
     assert await store.claim_batches("early", limit=1, lease_s=1) == []  # still leased
     now = store.clock
     monkeypatch.setattr(store, "clock", lambda: now() + 31)  # the dead worker's lease has run out
     await worker.run(until_idle=True)
     assert [index for _, index in log] == [2, 3]
-    responses = [r["response"] for r in orjson.loads(await store.results(batch))["results"]]
+    responses = [r["response"] for r in (await results_of(store, batch))["results"]]
     assert responses == [
         {"by": "dead"},
         {"by": "dead"},
@@ -107,7 +115,7 @@ async def test_a_restart_takes_the_batch_away_from_its_worker(store: Store) -> N
     batch = await store.submit(key, jobs(3), None)
     hold, entered = asyncio.Event(), asyncio.Event()
     log: list[tuple[str, int]] = []
-    worker = Worker(store, recording_gateway(log, hold=hold, entered=entered), poll_s=0.05)
+    worker = Worker(store, recording_app(log, hold=hold, entered=entered), poll_s=0.05)
     running = asyncio.create_task(worker.run(until_idle=True))
     await entered.wait()  # the worker is now inside job 0
     await store.restart(batch)
@@ -120,7 +128,7 @@ async def test_a_restart_takes_the_batch_away_from_its_worker(store: Store) -> N
     assert indexes[:-3] == list(range(len(indexes) - 3))
     done = await store.get_batch("acme", batch.id)
     assert done is not None and done.run == 2 and done.status is BatchStatus.COMPLETE
-    responses = [r["response"] for r in orjson.loads(await store.results(batch))["results"]]
+    responses = [r["response"] for r in (await results_of(store, batch))["results"]]
     assert responses == [{"index": i, "key": f"{batch.id}-2-{i}"} for i in range(3)]
 
 
@@ -129,7 +137,7 @@ async def test_stop_finishes_the_current_job_and_hands_the_rest_back(store: Stor
     batch = await store.submit(key, jobs(5), None)
     hold, entered = asyncio.Event(), asyncio.Event()
     log: list[tuple[str, int]] = []
-    worker = Worker(store, recording_gateway(log, hold=hold, entered=entered), lease_s=60)
+    worker = Worker(store, recording_app(log, hold=hold, entered=entered), lease_s=60)
     running = asyncio.create_task(worker.run())
     await entered.wait()
     stopping = asyncio.create_task(worker.stop(grace_s=5))
@@ -148,15 +156,83 @@ async def test_fast_jobs_share_writes_and_every_response_is_recorded_in_order(
     key = await store.create_key("acme")
     batch = await store.submit(key, jobs(100), None)
     writes: list[int] = []
-    record_many = store.record_many
+    record = store.record
 
-    async def counted(lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float) -> bool:
+    async def counted(lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float) -> Recorded:
         writes.append(len(responses))
-        return await record_many(lease, first, responses, lease_s=lease_s)
+        return await record(lease, first, responses, lease_s=lease_s)
 
-    monkeypatch.setattr(store, "record_many", counted)
-    await Worker(store, recording_gateway([])).run(until_idle=True)
+    monkeypatch.setattr(store, "record", counted)
+    await Worker(store, recording_app([])).run(until_idle=True)
     assert sum(writes) == 100
     assert len(writes) < 100  # responses were written behind the jobs, several at a time
-    responses = [r["response"] for r in orjson.loads(await store.results(batch))["results"]]
+    responses = [r["response"] for r in (await results_of(store, batch))["results"]]
     assert [r["index"] for r in responses] == list(range(100))
+
+
+async def test_a_finished_job_is_saved_while_the_next_one_runs(store: Store) -> None:
+    """Progress counts finished jobs: a response that comes in while the previous write is in flight
+    is written as soon as that write returns, not when the next (slow) job finishes."""
+    key = await store.create_key("acme")
+    batch = await store.submit(key, [*jobs(3), JobSpec("rec", "gate", "{}")], None)
+    log: list[tuple[str, int]] = []
+    app = recording_app(log)
+    gate = asyncio.Event()
+
+    @app.action("rec", "gate")
+    async def wait_at_the_gate() -> dict[str, bool]:
+        await gate.wait()
+        return {"passed": True}
+
+    record = store.record
+    first_write = True
+
+    async def record_slowly(
+        lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float
+    ) -> Recorded:
+        nonlocal first_write
+        if first_write:  # the first write is still in flight when jobs 1 and 2 finish
+            first_write = False
+            await eventually(lambda: len(log), until=lambda finished: finished >= 3)
+        return await record(lease, first, responses, lease_s=lease_s)
+
+    store.record = record_slowly  # type: ignore[method-assign]
+    worker = Worker(store, app)
+    running = asyncio.create_task(worker.run(until_idle=True))
+    try:
+        progress = await eventually(
+            lambda: store.get_batch("acme", batch.id), until=lambda b: b.done_count == 3
+        )
+        assert progress.progress == 75 and not gate.is_set()
+    finally:
+        gate.set()
+        await running
+    done = await store.get_batch("acme", batch.id)
+    assert done is not None and done.status is BatchStatus.COMPLETE
+
+
+async def test_an_unexpected_failure_in_a_batch_stops_renewing_its_lease(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a batch's loop must not leave its lease renewed forever: the batch resumes elsewhere
+    once the lease runs out, from its last recorded job."""
+    key = await store.create_key("acme")
+    batch = await store.submit(key, jobs(3), None)
+    app = recording_app([])
+    run_job = app.run_job
+
+    async def broken(namespace: str, name: str, params: str, ctx: ActionContext) -> bytes:
+        if ctx.job_index == 1:
+            raise RuntimeError("a bug outside any action")
+        return await run_job(namespace, name, params, ctx)
+
+    monkeypatch.setattr(app, "run_job", broken)
+    worker = Worker(store, app, lease_s=30)
+    await worker.run(until_idle=True)
+    assert worker._held == set()  # nothing left for the heartbeat to renew
+    assert "failed unexpectedly" in caplog.text
+    assert await store.claim_batches("other", limit=1, lease_s=30) == []  # its lease still runs
+    now = store.clock
+    monkeypatch.setattr(store, "clock", lambda: now() + 31)
+    [lease] = await store.claim_batches("other", limit=1, lease_s=30)
+    assert (lease.batch_id, lease.start) == (batch.id, 1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import types
 
+import pytest
+
 import batchgate
 
 
@@ -17,7 +19,14 @@ def test_all_lists_every_public_member_sorted() -> None:
 
 
 def test_the_application_object_is_importable_from_the_top() -> None:
-    from batchgate import Gateway
-    from batchgate.actions import Gateway as RegistryGateway
+    from batchgate import App
+    from batchgate.actions import App as RegistryApp
 
-    assert Gateway is RegistryGateway
+    assert App is RegistryApp
+
+
+def test_the_old_name_of_the_application_object_still_works_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="batchgate.App"):
+        from batchgate import Gateway
+
+    assert Gateway is batchgate.App

@@ -17,7 +17,7 @@ from bench.suite.sampler import Group
 from bench.suite.systems.base import Env, System
 
 MAX_IN_FLIGHT = 50
-APP_WITH_FORWARDER = "bench.suite.actions:gateway"
+APP_WITH_FORWARDER = "bench.suite.actions:app"
 APP_CORE = "bench.suite.actions:core"
 
 

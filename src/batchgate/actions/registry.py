@@ -4,7 +4,7 @@ A handler takes the call's params as keyword arguments (and `ctx` when it declar
 first against the schema its signature declares (`schema.py`), returns any JSON-serialisable
 value, and may raise a `WireError` to answer with its own codes. Sync handlers run in a thread
 pool so they never block the event loop. A direct call and a batch job of the same action get
-the same answer, byte for byte: both go through `Gateway.reply`.
+the same answer, byte for byte: both go through `App.reply`.
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ class Action:
         return await asyncio.to_thread(self.handler, **kwargs)
 
 
-class Gateway:
-    """An application: the actions it serves, registered with `@gateway.action(namespace, name)`."""
+class App:
+    """An application: the actions it serves, registered with `@app.action(namespace, name)`, and the
+    namespaces it forwards upstream (gateway mode) with `mount`."""
 
     def __init__(self) -> None:
         self._actions: dict[tuple[str, str], Action] = {}
@@ -138,8 +139,8 @@ class Gateway:
             raise ValueError(f"namespace {namespace} is already served")
         self._mounts[namespace] = forward
 
-    def include(self, other: Gateway) -> None:
-        """Serves another gateway's actions and mounts too."""
+    def include(self, other: App) -> None:
+        """Serves another app's actions and mounts too."""
         for (namespace, name), action in other._actions.items():
             self.add(namespace, name, action.handler)
         for namespace, forward in other._mounts.items():
@@ -147,15 +148,15 @@ class Gateway:
         self.on_startup.extend(other.on_startup)
         self.on_shutdown.extend(other.on_shutdown)
 
+    def namespaces(self) -> list[str]:
+        """Every namespace served, registered or forwarded, sorted."""
+        return sorted({namespace for namespace, _ in self._actions} | set(self._mounts))
+
     def find(self, namespace: str, name: str) -> Action:
         action = self._actions.get((namespace, name))
         if action is None:
             raise NotFound(f"Unknown action {namespace}.{name}")
         return action
-
-    async def call(self, namespace: str, name: str, params: dict[str, Any], ctx: ActionContext) -> Reply:
-        """A direct call: the status and JSON body to answer, an error body included."""
-        return await self.reply(namespace, name, params, ctx)
 
     async def run_job(self, namespace: str, name: str, params: str, ctx: ActionContext) -> bytes:
         """A batch job: the JSON of its response, which is the error body when the call failed."""

@@ -1,6 +1,6 @@
 """An action's parameter schema, declared by its handler's signature (FastAPI style).
 
-    @gateway.action("event", "inviteContacts")
+    @app.action("event", "inviteContacts")
     def invite(event: int, contacts: list[int], note: str | None = None) -> dict[str, Any]: ...
 
 Each parameter is one field of a msgspec Struct built once, at registration; a call's params

@@ -5,23 +5,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from batchgate.actions.registry import Gateway
+from batchgate.actions.registry import App
 from batchgate.protocol.errors import invalid_param
 from batchgate.protocol.timestamps import now_timestamp
 
 
-def builtin_actions(*, sleep_cap_s: float) -> Gateway:
-    gateway = Gateway()
+def builtin_actions(*, sleep_cap_s: float) -> App:
+    app = App()
 
-    @gateway.action("test", "ping")
+    @app.action("test", "ping")
     async def ping() -> dict[str, str]:
         return {"ack": now_timestamp()}
 
-    @gateway.action("test", "echo")
+    @app.action("test", "echo")
     async def echo(**params: Any) -> dict[str, Any]:
         return params
 
-    @gateway.action("test", "sleep")
+    @app.action("test", "sleep")
     async def sleep(seconds: Any = 0) -> dict[str, float]:
         if (
             isinstance(seconds, bool)
@@ -32,4 +32,4 @@ def builtin_actions(*, sleep_cap_s: float) -> Gateway:
         await asyncio.sleep(seconds)
         return {"slept": seconds}
 
-    return gateway
+    return app

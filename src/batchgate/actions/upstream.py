@@ -1,4 +1,4 @@
-"""Gateway mode: a namespace's calls forwarded to an upstream RPC API over HTTP.
+"""App mode: a namespace's calls forwarded to an upstream RPC API over HTTP.
 
 Each job (or direct call) becomes `POST {base_url}/api/1.0/{namespace}?action={action}` with the
 params as its body, signed with the operator's upstream key the IWS way, and its answer is the
@@ -26,7 +26,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -34,7 +33,8 @@ from yarl import URL
 
 from batchgate.actions.registry import ActionContext, Reply
 from batchgate.protocol.errors import FailedRequest
-from batchgate.protocol.signing import API_VERSION, sign_headers
+from batchgate.protocol.paths import call_uri
+from batchgate.protocol.signing import sign_headers
 from batchgate.retry import UPSTREAM_RETRY_STATUSES, RetryPolicy, parse_retry_after, upstream_delay
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        """Opens the pooled session; run from the gateway's start-up hooks, inside the event loop."""
+        """Opens the pooled session; run from the app's start-up hooks, inside the event loop."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.config.max_concurrency, limit_per_host=0),
@@ -158,7 +158,7 @@ class Upstream:
 
     async def _attempt(self, call: Call) -> Attempt:
         if self._session is None:
-            raise RuntimeError(f"upstream {self.config.name} is not open (the gateway was not started)")
+            raise RuntimeError(f"upstream {self.config.name} is not open (the app was not started)")
         async with self._slots:
             if self._pacer.interval_s:  # nothing to book on the hot path when calls are not paced
                 await asyncio.sleep(self._pacer.reserve(asyncio.get_running_loop().time()))
@@ -201,9 +201,7 @@ class Upstream:
 @functools.lru_cache(maxsize=1024)  # bounded: a client may name any action of a forwarded namespace
 def _route(base: URL, namespace: str, action: str) -> tuple[URL, str]:
     """The URL of an action and the path and query that get signed, built once per action."""
-    # Quoted, so an odd action name cannot add query parameters; identical for plain names.
-    path = f"{base.raw_path.rstrip('/')}/api/{API_VERSION}/{quote(namespace, safe='')}"
-    uri = f"{path}?action={quote(action, safe='')}"
+    uri = base.raw_path.rstrip("/") + call_uri(namespace, action)
     return URL(str(base.origin()) + uri, encoded=True), uri
 
 

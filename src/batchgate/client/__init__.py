@@ -16,10 +16,16 @@ from typing import Any
 import aiohttp
 import orjson
 
+from batchgate.protocol.errors import BatchgateError
+from batchgate.protocol.paths import call_uri
 from batchgate.protocol.signing import sign_headers
 
 
-class ApiError(Exception):
+class ClientError(BatchgateError):
+    """A call made with the client failed."""
+
+
+class ApiError(ClientError):
     """The server answered with a wire error body."""
 
     def __init__(self, status: int, body: Any) -> None:
@@ -33,11 +39,15 @@ class ApiError(Exception):
         super().__init__(f"{self.error_code}/{self.specific_code}: {self.body.get('message')}")
 
 
+class Unreachable(ClientError):
+    """The server could not be reached, or did not answer in time."""
+
+
 def build_request(
     key: str, secret: str, namespace: str, action: str, params: Any
 ) -> tuple[str, bytes, dict[str, str]]:
     """(uri, body, headers) of one signed call; the body is empty when there are no params."""
-    uri = f"/api/1.0/{namespace}?action={action}"
+    uri = call_uri(namespace, action)
     body = b"" if params is None else orjson.dumps(params)
     return uri, body, sign_headers(key=key, secret=secret, uri=uri, body=body)
 
@@ -81,9 +91,15 @@ class AsyncClient:
         uri, body, headers = build_request(self.key, self.secret, namespace, action, params)
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        async with self._session.post(self.url + uri, data=body, headers=headers) as response:
-            raw = await response.read()
-        answer = orjson.loads(raw) if raw else None
+        try:
+            async with self._session.post(self.url + uri, data=body, headers=headers) as response:
+                raw = await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise Unreachable(f"could not reach {self.url}: {str(exc) or type(exc).__name__}") from exc
+        try:
+            answer = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            answer = raw.decode(errors="replace")  # not batchgate answering: a proxy's page, say
         if response.status != 200:
             raise ApiError(response.status, answer)
         return answer
@@ -170,4 +186,4 @@ class Client:
         return self._runner.run(self._client.wait(async_id, **options))
 
 
-__all__ = ["ApiError", "AsyncClient", "Client", "build_request"]
+__all__ = ["ApiError", "AsyncClient", "Client", "ClientError", "Unreachable", "build_request"]

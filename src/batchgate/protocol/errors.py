@@ -1,12 +1,30 @@
-"""Wire errors: every failure a client sees is one of these, sent as SPEC.md's error body.
+"""Every exception batchgate raises, and the wire errors a client sees.
 
-    WireError
-     ├── BadRequest (400)          NotFound (404)        MethodNotAllowed (405)
-     ├── Unauthorized (401)        Forbidden (403)       PayloadTooLarge (413)
-     ├── FailedRequest (461)       InternalError (500)
-     └── ...                       (any errorCode of SPEC.md §1 through WireError itself)
+    BatchgateError                       the root: catch this to catch anything of ours
+     ├── WireError                       answered to the client as the error body, HTTP status = errorCode
+     │    ├── BadRequest (400)
+     │    ├── Unauthorized (401)
+     │    │    └── StaleRequest (401/23005)   the request's date is outside the window
+     │    ├── Forbidden (403)
+     │    ├── NotFound (404)
+     │    ├── MethodNotAllowed (405)
+     │    ├── PayloadTooLarge (413)
+     │    ├── FailedRequest (461)
+     │    ├── KeyRevoked (463)
+     │    └── InternalError (500)
+     ├── StoreError                      batchgate.store: the database failed
+     │    └── StoreUnavailable           it could not be reached or refused the write
+     ├── LeaseLost                       batchgate.worker: the batch was taken away from this worker
+     ├── UnsafeAddress                   batchgate.netguard: a callback URL may not be called
+     ├── InvalidSignature                batchgate.webhooks: a callback's signature does not verify
+     ├── ConfigError (also ValueError)   batchgate.config: batchgate.toml is not valid
+     └── ClientError                     batchgate.client: a call made with the Python client failed
+          ├── ApiError                   the server answered with an error body
+          └── Unreachable                the server could not be reached
 
-The HTTP status of the response is the errorCode (SPEC.md decision 1).
+    MissingDriver (an ImportError)       batchgate.store.postgres: asyncpg is not installed
+
+Each class's docstring is its default message. The specific codes below are the wire's, named once.
 """
 
 from __future__ import annotations
@@ -15,7 +33,7 @@ from typing import Any
 
 import orjson
 
-# Specific codes of SPEC.md, named once.
+# Specific codes of the envelope and of the batch namespace.
 STALE_REQUEST = 23005
 PARAM_INVALID = 23016
 PARAM_MISSING = 23017
@@ -28,8 +46,16 @@ RESULTS_NOT_FOUND = 24115
 TOO_MANY_JOBS = 24448
 
 
-class WireError(Exception):
-    """An error answered to the client as a wire error body."""
+class BatchgateError(Exception):
+    """batchgate failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "Error").strip().rstrip(".")
+        super().__init__(self.message)
+
+
+class WireError(BatchgateError):
+    """Internal server error."""
 
     error_code = 500
 
@@ -41,15 +67,14 @@ class WireError(Exception):
         additional_messages: list[str] | None = None,
         error_code: int | None = None,
     ) -> None:
-        self.message = message or (self.__doc__ or "Error").strip().rstrip(".")
-        if error_code is not None:
+        super().__init__(message)
+        if error_code is not None:  # an action may answer with any errorCode of the wire
             self.error_code = error_code
         self.specific_code = specific_code
         self.additional_messages = additional_messages
-        super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
-        """The error body of SPEC.md §1."""
+        """The wire error body: errorCode, message, and specificCode and additionalMessages when set."""
         body: dict[str, Any] = {"errorCode": self.error_code, "message": self.message}
         if self.specific_code is not None:
             body["specificCode"] = self.specific_code
@@ -71,6 +96,13 @@ class Unauthorized(WireError):
     """Unauthorized."""
 
     error_code = 401
+
+
+class StaleRequest(Unauthorized):
+    """Request is stale."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, specific_code=STALE_REQUEST)
 
 
 class Forbidden(WireError):
@@ -103,10 +135,21 @@ class FailedRequest(WireError):
     error_code = 461
 
 
+class KeyRevoked(WireError):
+    """Key revoked."""
+
+    error_code = 463
+
+
 class InternalError(WireError):
     """Internal server error."""
 
     error_code = 500
+
+
+def is_error_body(value: Any) -> bool:
+    """Whether a decoded JSON value is a wire error body (a job's response, say)."""
+    return isinstance(value, dict) and isinstance(value.get("errorCode"), int) and "message" in value
 
 
 def missing_param(name: str) -> BadRequest:

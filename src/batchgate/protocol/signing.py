@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from batchgate.protocol.errors import STALE_REQUEST, Unauthorized, WireError
+from batchgate.protocol.errors import StaleRequest, Unauthorized
+from batchgate.protocol.paths import API_VERSION
 from batchgate.protocol.timestamps import format_timestamp, parse_http_date, parse_timestamp
 
-API_VERSION = "1.0"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 AUTH_HEADER = "x-api-authorization"
 
@@ -93,7 +93,7 @@ def _check_fresh(ivvy_date: str | None, date: str, now: datetime) -> None:
     except ValueError as exc:
         raise Unauthorized("Missing or malformed IVVY-Date or Date header") from exc
     if abs(now - sent) > MAX_CLOCK_SKEW:
-        raise WireError("Request is stale", error_code=401, specific_code=STALE_REQUEST)
+        raise StaleRequest()
 
 
 def sign_headers(

@@ -1,23 +1,26 @@
-"""The composition root: one process's store, actions, batch namespace, worker and delivery loop."""
+"""The ASGI application: `GET /healthz` and `POST /api/1.0/{namespace}?action=...` around a Service.
+
+Three routes and one envelope need no framework; on the hot path of every call, each layer one
+would add costs time (measured with wrk: see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
-from batchgate.actions import ActionContext, Gateway, Reply
-from batchgate.actions.testing import builtin_actions
-from batchgate.batches import Batches
-from batchgate.delivery import Deliverer
-from batchgate.netguard import AddressPolicy, guarded_connector
-from batchgate.protocol.errors import BadRequest, InternalError, MethodNotAllowed, NotFound, WireError
-from batchgate.protocol.signing import API_VERSION
-from batchgate.retry import RetryPolicy
+from batchgate.actions import ActionContext, App, Reply
+from batchgate.protocol.errors import (
+    BadRequest,
+    BatchgateError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    WireError,
+)
+from batchgate.protocol.paths import API_VERSION
 from batchgate.server.envelope import (
     Receive,
     Request,
@@ -29,94 +32,27 @@ from batchgate.server.envelope import (
     respond,
 )
 from batchgate.server.keys import KeyCache
+from batchgate.service import Service
 from batchgate.settings import Settings
-from batchgate.store import Store, StoreError, open_store
-from batchgate.worker import Worker
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Service:
-    """Everything one `batchgate serve` or `batchgate worker` process runs."""
+class Api:
+    """Routes each HTTP request to the batch namespace or to an action, and runs the Service's
+    start and stop on the ASGI lifespan."""
 
-    settings: Settings
-    gateway: Gateway
-    store: Store
-    batches: Batches
-    keys: KeyCache
-    worker: Worker | None = None
-    deliverer: Deliverer | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.keys = KeyCache(service.store, ttl_s=service.settings.key_cache_s)
 
-    @classmethod
-    def build(cls, settings: Settings, gateway: Gateway | None = None, *, run_worker: bool = True) -> Service:
-        actions = builtin_actions(sleep_cap_s=settings.sleep_cap_s)
-        if gateway is not None:
-            actions.include(gateway)
-        store = open_store(settings.db, result_ttl_s=settings.result_ttl_s)
-        policy = AddressPolicy.from_spec(settings.callback_allow)
-        service = cls(
-            settings, actions, store, Batches(store, policy), KeyCache(store, ttl_s=settings.key_cache_s)
-        )
-        if run_worker:
-            service.worker = Worker(
-                store,
-                actions,
-                max_batches=settings.max_batches,
-                lease_s=settings.lease_s,
-                poll_s=settings.poll_s,
-            )
-            service.batches.on_submit = service.worker.wake
-        return service
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            status, body = await self.answer(scope, receive)
+            await respond(send, status, body)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
-    async def start(self) -> None:
-        await self.store.open()
-        await self.gateway.startup()
-        if self.worker is None:
-            return
-        policy = self.batches.policy
-        session = aiohttp.ClientSession(
-            connector=guarded_connector(policy, limit=self.settings.callback_concurrency), trust_env=False
-        )
-        self.deliverer = Deliverer(
-            self.store,
-            session,
-            policy=policy,
-            retry=RetryPolicy(self.settings.callback_retry_schedule, self.settings.retry_after_cap_s),
-            timeout_s=self.settings.callback_timeout_s,
-            concurrency=self.settings.callback_concurrency,
-            poll_s=self.settings.poll_s,
-        )
-        self.store.on_delivery_queued = self.deliverer.wake
-        await self.store.listen(on_batches=self.worker.wake, on_deliveries=self.deliverer.wake)
-        self._tasks = [
-            asyncio.create_task(loop)
-            for loop in (self.worker.run(), self.deliverer.run(), self._purge_periodically())
-        ]
-
-    async def stop(self) -> None:
-        if self.worker and self.deliverer:
-            await asyncio.gather(self.worker.stop(), self.deliverer.stop(grace_s=5.0))
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.deliverer.session.close()
-        await self.gateway.shutdown()
-        await self.store.close()
-
-    async def _purge_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.purge_every_s)
-            try:
-                purged = await self.store.purge()
-            except StoreError:
-                log.exception("could not purge expired batches; trying again later")
-                continue
-            if purged:
-                log.info("purged %d expired batches", purged)
-
-    # the HTTP side ---------------------------------------------------------
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         """The status and JSON body of one HTTP request: never raises, never a traceback."""
         request = Request.of(scope)
@@ -147,33 +83,15 @@ class Service:
         return await self._call(request, receive, namespace, action)
 
     async def _call(self, request: Request, receive: Receive, namespace: str, action: str) -> Any:
-        body = await read_body(request, receive, self.settings.max_body_bytes)
+        body = await read_body(request, receive, self.service.settings.max_body_bytes)
         api_key = await authenticate(request, body, self.keys)
         params = parse_params(body)
         if namespace == "batch":
-            return await self.batches.handle(api_key, action, params)
+            return await self.service.batches.handle(api_key, action, params)
         if not isinstance(params, dict):
             raise BadRequest("The request body must be a JSON object")
         ctx = ActionContext(account=api_key.account, client_key=request.headers.get("idempotency-key"))
-        return await self.gateway.call(namespace, action, params, ctx)
-
-
-class Api:
-    """The ASGI application: `GET /healthz` and `POST /api/1.0/{namespace}?action=...`.
-
-    Three routes and one envelope need no framework; on the hot path of every call, each layer
-    one would add costs time (measured with wrk: see docs/architecture.md).
-    """
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            status, body = await self.service.answer(scope, receive)
-            await respond(send, status, body)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        return await self.service.app.reply(namespace, action, params, ctx)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -181,6 +99,10 @@ class Api:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.service.start()
+                except BatchgateError as exc:  # the database cannot be used, say: no traceback
+                    log.error("could not start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("could not start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -192,5 +114,6 @@ class Api:
                 return
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None, *, run_worker: bool = True) -> Api:
-    return Api(Service.build(settings, gateway, run_worker=run_worker))
+def create_app(settings: Settings, app: App | None = None, *, run_worker: bool = True) -> Api:
+    """The ASGI application serving `app`'s actions beside the built-in ones."""
+    return Api(Service.build(settings, app, run_worker=run_worker))

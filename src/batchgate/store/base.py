@@ -15,8 +15,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
 from batchgate.models import (
     ApiKey,
     Attempt,
@@ -27,10 +25,12 @@ from batchgate.models import (
     JobResult,
     JobSpec,
     Lease,
+    Recorded,
 )
+from batchgate.protocol.errors import BatchgateError
 
 
-class StoreError(Exception):
+class StoreError(BatchgateError):
     """The store failed."""
 
 
@@ -39,26 +39,8 @@ class StoreUnavailable(StoreError):
 
 
 def new_id() -> str:
-    """32 lowercase hex characters from 128 random bits (SPEC.md decision 2)."""
+    """32 lowercase hex characters from 128 random bits (asyncIds, webhook-ids)."""
     return secrets.token_hex(16)
-
-
-def results_body(batch_id: str, results: Sequence[JobResult]) -> bytes:
-    """The `results` answer and callback body, built from stored JSON without decoding it again."""
-    return orjson.dumps(
-        {
-            "asyncId": batch_id,
-            "results": [
-                {
-                    "namespace": r.namespace,
-                    "action": r.action,
-                    "request": orjson.Fragment(r.params),
-                    "response": orjson.Fragment(r.response),
-                }
-                for r in results
-            ],
-        }
-    )
 
 
 def batch_from_row(row: Sequence[Any]) -> Batch:
@@ -84,12 +66,11 @@ class Store(ABC):
     def __init__(self, *, result_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self.result_ttl_s = result_ttl_s
         self.clock = clock
-        self.on_delivery_queued: Callable[[], None] = lambda: None  # wakes this process's delivery loop
 
     # lifecycle -------------------------------------------------------------
     @abstractmethod
-    async def open(self) -> None:
-        """Connects and applies pending schema migrations."""
+    async def open(self) -> list[int]:
+        """Connects and applies pending schema migrations; returns the versions it applied."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -152,28 +133,28 @@ class Store(ABC):
     @abstractmethod
     async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None: ...
 
-    async def results(self, batch: Batch) -> bytes:
-        """The `results` body of a complete batch."""
-        return results_body(batch.id, await self._job_results(batch.id))
-
     @abstractmethod
-    async def _job_results(self, batch_id: str) -> list[JobResult]: ...
+    async def job_results(self, batch_id: str) -> list[JobResult]:
+        """Every job of a batch in order, with its response (None while it has not run)."""
 
     async def restart(self, batch: Batch) -> None:
-        """Queues every job of the batch to run again; a worker running it loses its lease."""
+        """Queues every job of the batch to run again; a worker running it loses its lease, and a
+        callback still waiting to be sent for the previous run is superseded by the next run's."""
         await self._restart(batch.id)
 
     @abstractmethod
     async def _restart(self, batch_id: str) -> None: ...
 
-    async def repost(self, batch: Batch) -> None:
-        """Queues a new delivery (a new webhook-id) of the complete batch's results."""
-        if batch.callback_url:
-            await self._insert_delivery(new_id(), batch.id, await self.results(batch), self.clock())
-            self.on_delivery_queued()
+    async def repost(self, batch: Batch) -> bool:
+        """Queues a new delivery (a new webhook-id) of a complete batch's results; False when the
+        batch has no callback URL."""
+        if not batch.callback_url:
+            return False
+        await self._insert_delivery(new_id(), batch.id, self.clock())
+        return True
 
     @abstractmethod
-    async def _insert_delivery(self, delivery_id: str, batch_id: str, body: bytes, now: float) -> None: ...
+    async def _insert_delivery(self, delivery_id: str, batch_id: str, now: float) -> None: ...
 
     # batches, as the worker sees them --------------------------------------
     async def claim_batches(self, owner: str, *, limit: int, lease_s: float) -> list[Lease]:
@@ -183,26 +164,44 @@ class Store(ABC):
     @abstractmethod
     async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]: ...
 
-    async def record(self, lease: Lease, index: int, response: bytes, *, lease_s: float) -> bool:
-        """Records job `index`'s response; see `record_many`."""
-        return await self.record_many(lease, index, [response], lease_s=lease_s)
-
-    async def record_many(
+    async def record(
         self, lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float
-    ) -> bool:
-        """Records the responses of jobs `first`, `first + 1`, ... and renews the lease; the last job
-        completes the batch and queues its callback in the same transaction. False when the lease
-        was lost (the batch was restarted, or its lease expired and another worker took it)."""
+    ) -> Recorded:
+        """Records the responses of jobs `first`, `first + 1`, ... under the lease.
+
+        The record that brings the batch to its last job completes it: the batch's results expire
+        `result_ttl_s` later, and its callback is queued in the same transaction. Any other record
+        renews the lease. Nothing is written when the lease was lost (the batch was restarted, or
+        its lease expired and another worker took it)."""
         texts = [response.decode() for response in responses]
-        recorded = await self._record(lease, first, texts, self.clock(), lease_s)
-        if recorded and first + len(texts) == lease.job_count and lease.callback_url:
-            self.on_delivery_queued()
-        return recorded
+        now = self.clock()
+        if first + len(texts) < lease.job_count:
+            advanced = await self._advance(lease, first, texts, until=now + lease_s)
+            return Recorded.ADVANCED if advanced else Recorded.LOST
+        delivery_id = new_id() if lease.callback_url else None
+        completed = await self._complete(
+            lease, first, texts, now=now, expires_at=now + self.result_ttl_s, delivery_id=delivery_id
+        )
+        return Recorded.COMPLETED if completed else Recorded.LOST
 
     @abstractmethod
-    async def _record(
-        self, lease: Lease, first: int, responses: list[str], now: float, lease_s: float
-    ) -> bool: ...
+    async def _advance(self, lease: Lease, first: int, responses: list[str], *, until: float) -> bool:
+        """Writes the responses and moves the lease to `until`, fenced by the lease token."""
+
+    @abstractmethod
+    async def _complete(
+        self,
+        lease: Lease,
+        first: int,
+        responses: list[str],
+        *,
+        now: float,
+        expires_at: float,
+        delivery_id: str | None,
+    ) -> bool:
+        """Writes the last responses, completes the batch at `now` with its results readable until
+        `expires_at`, drops the lease and, given `delivery_id`, queues the callback; one
+        transaction, fenced by the lease token."""
 
     async def renew(self, tokens: Sequence[str], *, lease_s: float) -> None:
         """Extends the leases that are still held."""
@@ -218,14 +217,12 @@ class Store(ABC):
             await self._renew(tokens, 0.0)
 
     # the callback outbox ---------------------------------------------------
-    async def claim_deliveries(self, owner: str, *, limit: int, lease_s: float) -> list[Delivery]:
+    async def claim_deliveries(self, *, limit: int, lease_s: float) -> list[Delivery]:
         """Leases up to `limit` pending deliveries that are due."""
-        return await self._claim_deliveries(owner, limit, self.clock(), lease_s)
+        return await self._claim_deliveries(limit, self.clock(), lease_s)
 
     @abstractmethod
-    async def _claim_deliveries(
-        self, owner: str, limit: int, now: float, lease_s: float
-    ) -> list[Delivery]: ...
+    async def _claim_deliveries(self, limit: int, now: float, lease_s: float) -> list[Delivery]: ...
 
     async def finish_attempt(
         self, delivery: Delivery, attempt: Attempt, retry_in_s: float | None, final: DeliveryStatus

@@ -28,7 +28,7 @@ from batchgate.models import (
     Lease,
 )
 from batchgate.store import sql
-from batchgate.store.base import Store, StoreUnavailable, batch_from_row, new_id, results_body
+from batchgate.store.base import Store, StoreUnavailable, batch_from_row
 
 
 class MissingDriver(ImportError):
@@ -93,7 +93,7 @@ class PostgresStore(Store):
 
     # lifecycle -------------------------------------------------------------
     @wrap_exceptions
-    async def open(self) -> None:
+    async def open(self) -> list[int]:
         pool = await asyncpg.create_pool(
             self.url,
             min_size=1,
@@ -104,12 +104,13 @@ class PostgresStore(Store):
         )
         try:
             async with pool.acquire() as conn:
-                await self._migrate(conn)
+                applied = await self._migrate(conn)
                 await self._sync_clock(conn)
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+        return applied
 
     def _database_time(self) -> float:
         """The database server's clock, read through this host's monotonic clock.
@@ -132,16 +133,17 @@ class PostgresStore(Store):
                 await self._sync_clock(conn)
 
     @staticmethod
-    async def _migrate(conn: Any) -> None:
-        """Applies pending migrations in one transaction, one process at a time."""
+    async def _migrate(conn: Any) -> list[int]:
+        """Applies pending migrations in one transaction, one process at a time; returns their versions."""
         async with conn.transaction():
             await conn.execute(Q["lock_migrations"])
             await conn.execute(Q["create_migrations_table"])
             applied = {row[0] for row in await conn.fetch(Q["applied_migrations"])}
-            for version, script in sql.migrations("postgres"):
-                if version not in applied:
-                    await conn.execute(script)
-                    await conn.execute(Q["record_migration"], version)
+            pending = [(v, script) for v, script in sql.migrations("postgres") if v not in applied]
+            for version, script in pending:
+                await conn.execute(script)
+                await conn.execute(Q["record_migration"], version)
+        return [version for version, _ in pending]
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -210,7 +212,7 @@ class PostgresStore(Store):
         return batch_from_row(row) if row else None
 
     @wrap_exceptions
-    async def _job_results(self, batch_id: str) -> list[JobResult]:
+    async def job_results(self, batch_id: str) -> list[JobResult]:
         return [JobResult(*row) for row in await self._pool.fetch(Q["job_results"], batch_id)]
 
     @wrap_exceptions
@@ -218,8 +220,8 @@ class PostgresStore(Store):
         await self._pool.execute(Q["restart_batch"], batch_id)
 
     @wrap_exceptions
-    async def _insert_delivery(self, delivery_id: str, batch_id: str, body: bytes, now: float) -> None:
-        await self._pool.execute(Q["insert_delivery"], delivery_id, batch_id, body, now)
+    async def _insert_delivery(self, delivery_id: str, batch_id: str, now: float) -> None:
+        await self._pool.execute(Q["insert_delivery"], delivery_id, batch_id, now)
 
     # the worker's side -----------------------------------------------------
     @wrap_exceptions
@@ -229,28 +231,27 @@ class PostgresStore(Store):
         return [_lease(row) for row in rows]
 
     @wrap_exceptions
-    async def _record(
-        self, lease: Lease, first: int, responses: list[str], now: float, lease_s: float
-    ) -> bool:
-        if first + len(responses) < lease.job_count:
-            recorded = await self._pool.fetchval(
-                Q["record_jobs"], lease.batch_id, lease.token, first, now + lease_s, responses
-            )
-            return recorded is not None
-        return await self._complete(lease, first, responses, now)
+    async def _advance(self, lease: Lease, first: int, responses: list[str], *, until: float) -> bool:
+        recorded = await self._pool.fetchval(
+            Q["record_jobs"], lease.batch_id, lease.token, first, until, responses
+        )
+        return recorded is not None
 
-    async def _complete(self, lease: Lease, first: int, responses: list[str], now: float) -> bool:
-        """Records the last jobs, completes the batch and queues its callback, in one transaction."""
-        args = (lease.batch_id, lease.token, first, now, now + self.result_ttl_s, responses)
-        if not lease.callback_url:
-            return await self._pool.fetchval(Q["complete_jobs"], *args) is not None
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(Q["complete_jobs"], *args) is None:
-                return False
-            rows = await conn.fetch(Q["job_results"], lease.batch_id)
-            body = results_body(lease.batch_id, [JobResult(*row) for row in rows])
-            await conn.execute(Q["insert_delivery"], new_id(), lease.batch_id, body, now)
-            return True
+    @wrap_exceptions
+    async def _complete(
+        self,
+        lease: Lease,
+        first: int,
+        responses: list[str],
+        *,
+        now: float,
+        expires_at: float,
+        delivery_id: str | None,
+    ) -> bool:
+        completed = await self._pool.fetchval(
+            Q["complete_jobs"], lease.batch_id, lease.token, first, now, expires_at, responses, delivery_id
+        )
+        return completed is not None
 
     @wrap_exceptions
     async def _renew(self, tokens: Sequence[str], until: float) -> None:
@@ -258,14 +259,14 @@ class PostgresStore(Store):
 
     # the callback outbox ---------------------------------------------------
     @wrap_exceptions
-    async def _claim_deliveries(self, owner: str, limit: int, now: float, lease_s: float) -> list[Delivery]:
+    async def _claim_deliveries(self, limit: int, now: float, lease_s: float) -> list[Delivery]:
         rows = await self._pool.fetch(Q["claim_deliveries"], now, limit, now + lease_s)
         return [
             Delivery(
                 id=row[0],
                 batch_id=row[1],
                 url=row[2],
-                body=bytes(row[3]),
+                body=None if row[3] is None else bytes(row[3]),
                 attempts=row[4],
                 secret=row[5],
                 token=row[6],

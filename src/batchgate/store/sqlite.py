@@ -1,11 +1,12 @@
 """The SQLite store: one file in WAL mode, written through a single connection with group commit.
 
 Writes are Python functions run in one writer thread. Whatever queues up while a transaction
-commits is run together in the next one (each inside its own savepoint), so many concurrent
-batches share a commit instead of paying for one each, and every caller still returns only
-after its own change is durable. Reads run on separate connections in a small thread pool,
-which WAL lets proceed beside the writer. The standard library driver is used directly because
-a transaction here is many statements: an async bridge would pay a thread hop for each.
+commits is run together in the next one, so many concurrent batches share a commit instead of
+paying for one each, and every caller still returns only after its own change is durable; a
+write that fails is run again alone, so it fails only itself. Reads run on separate connections
+in a small thread pool, which WAL lets proceed beside the writer. The standard library driver is
+used directly because a transaction here is many statements: an async bridge would pay a thread
+hop for each.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from batchgate.models import (
     Lease,
 )
 from batchgate.store import sql
-from batchgate.store.base import Store, StoreUnavailable, batch_from_row, new_id, results_body
+from batchgate.store.base import Store, StoreUnavailable, batch_from_row
 
 T = TypeVar("T")
 Q = sql.queries("sqlite")
@@ -70,10 +71,10 @@ class SQLiteStore(Store):
         self._pending_lock = threading.Lock()
 
     # lifecycle -------------------------------------------------------------
-    async def open(self) -> None:
+    async def open(self) -> list[int]:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        await self._in_writer(self._migrate)
+        return await self._in_writer(self._migrate)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.shutdown, wait=True)  # lets a drain settle its callers
@@ -91,23 +92,33 @@ class SQLiteStore(Store):
             self._local.conn = conn
         return conn
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> list[int]:
         """Applies pending migrations in one IMMEDIATE transaction, so processes starting at once
-        on a new file take turns instead of racing."""
+        on a new file take turns instead of racing; returns the versions applied.
+
+        Foreign keys are off meanwhile, as SQLite's recipe for rebuilding a table asks (a dropped
+        table's rows would otherwise cascade), and checked before the transaction commits."""
         conn = self._connection()
+        conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: set before BEGIN
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
             applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for version, script in sql.migrations("sqlite"):
-                if version not in applied:
-                    for statement in _statements(script):
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+            pending = [(v, script) for v, script in sql.migrations("sqlite") if v not in applied]
+            for version, script in pending:
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+            broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+            if broken is not None:
+                raise sqlite3.IntegrityError(f"a migration broke a foreign key: {tuple(broken)}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
+        return [version for version, _ in pending]
 
     # the two ways in: reads and grouped writes -------------------------------
     async def _in_writer(self, fn: Callable[[], T]) -> T:
@@ -121,7 +132,7 @@ class SQLiteStore(Store):
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite: {exc}") from exc
+            raise _unavailable(exc) from exc
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `op` in a transaction shared with whatever other writes are waiting; returns after COMMIT."""
@@ -145,24 +156,20 @@ class SQLiteStore(Store):
                 if not group:
                     self._draining = False
                     return
-            try:
-                outcomes = self._commit_group([op for op, _ in group])
-            except sqlite3.Error as exc:  # the whole group failed: every caller hears why
-                outcomes = [StoreUnavailable(f"SQLite: {exc}")] * len(group)
-            except Exception as exc:
-                outcomes = [exc] * len(group)
+            outcomes = self._commit_group([op for op, _ in group])
             with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, group, outcomes)
 
     def _commit_group(self, ops: list[Write]) -> list[Any]:
-        """Runs the ops in one transaction; should one fail, runs each in its own instead, so the
-        others still commit (failures are rare, and savepoints around every op cost a third of
-        the statements)."""
+        """Runs the ops in one transaction and returns each one's result. Should anything fail, the
+        transaction is rolled back and each op runs again in a transaction of its own, so a failing
+        op fails only itself and every outcome says what really happened to that op (failures are
+        rare, and savepoints around every op would cost a third of the statements)."""
         conn = self._connection()
-        try:
-            return self._transaction(conn, ops)
-        except sqlite3.Error:
-            return [self._alone(conn, op) for op in ops]
+        if len(ops) > 1:
+            with contextlib.suppress(Exception):
+                return self._transaction(conn, ops)
+        return [self._alone(conn, op) for op in ops]
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, ops: list[Write]) -> list[Any]:
@@ -177,10 +184,13 @@ class SQLiteStore(Store):
         return outcomes
 
     def _alone(self, conn: sqlite3.Connection, op: Write) -> Any:
+        """The op's result, or the exception it (or its commit) raised, for its caller to raise."""
         try:
             return self._transaction(conn, [op])[0]
         except sqlite3.Error as exc:
-            return StoreUnavailable(f"SQLite: {exc}")
+            return _unavailable(exc)
+        except Exception as exc:
+            return exc
 
     # keys ------------------------------------------------------------------
     async def _insert_key(self, api_key: ApiKey) -> None:
@@ -237,7 +247,7 @@ class SQLiteStore(Store):
         )
         return batch_from_row(row) if row else None
 
-    async def _job_results(self, batch_id: str) -> list[JobResult]:
+    async def job_results(self, batch_id: str) -> list[JobResult]:
         rows = await self._read(lambda c: c.execute(Q["job_results"], {"batch_id": batch_id}).fetchall())
         return [JobResult(*row) for row in rows]
 
@@ -245,14 +255,13 @@ class SQLiteStore(Store):
         def restart(c: sqlite3.Connection) -> None:
             c.execute(Q["restart_batch"], {"id": batch_id})
             c.execute(Q["clear_responses"], {"id": batch_id})
+            c.execute(Q["supersede_deliveries"], {"id": batch_id})
 
         await self._write(restart)
 
-    async def _insert_delivery(self, delivery_id: str, batch_id: str, body: bytes, now: float) -> None:
+    async def _insert_delivery(self, delivery_id: str, batch_id: str, now: float) -> None:
         await self._write(
-            lambda c: c.execute(
-                Q["insert_delivery"], {"id": delivery_id, "batch_id": batch_id, "body": body, "now": now}
-            )
+            lambda c: c.execute(Q["insert_delivery"], {"id": delivery_id, "batch_id": batch_id, "now": now})
         )
 
     # the worker's side -----------------------------------------------------
@@ -294,38 +303,45 @@ class SQLiteStore(Store):
             jobs=jobs,
         )
 
-    async def _record(
-        self, lease: Lease, first: int, responses: list[str], now: float, lease_s: float
-    ) -> bool:
-        done = first + len(responses)
+    async def _advance(self, lease: Lease, first: int, responses: list[str], *, until: float) -> bool:
+        fenced = {"id": lease.batch_id, "token": lease.token, "done": first + len(responses), "until": until}
 
-        def record(c: sqlite3.Connection) -> bool:
-            # The batch row first, fenced by the lease token: the last record also completes it.
-            last = done == lease.job_count
-            fenced = {"id": lease.batch_id, "token": lease.token, "done": done}
-            if last:
-                moved = c.execute(
-                    Q["complete_batch"], {**fenced, "now": now, "expires_at": now + self.result_ttl_s}
-                )
-            else:
-                moved = c.execute(Q["advance_batch"], {**fenced, "until": now + lease_s})
-            if not moved.rowcount:
+        def advance(c: sqlite3.Connection) -> bool:
+            # The batch row first, fenced by the lease token: nothing is written for a lost lease.
+            if not c.execute(Q["advance_batch"], fenced).rowcount:
                 return False
-            c.executemany(
-                Q["record_response"],
-                ((lease.batch_id, first + i, response) for i, response in enumerate(responses)),
-            )
-            if last and lease.callback_url:
-                self._queue_callback(c, lease.batch_id, now)
+            _write_responses(c, lease.batch_id, first, responses)
             return True
 
-        return await self._write(record)
+        return await self._write(advance)
 
-    @staticmethod
-    def _queue_callback(c: sqlite3.Connection, batch_id: str, now: float) -> None:
-        rows = c.execute(Q["job_results"], {"batch_id": batch_id}).fetchall()
-        body = results_body(batch_id, [JobResult(*row) for row in rows])
-        c.execute(Q["insert_delivery"], {"id": new_id(), "batch_id": batch_id, "body": body, "now": now})
+    async def _complete(
+        self,
+        lease: Lease,
+        first: int,
+        responses: list[str],
+        *,
+        now: float,
+        expires_at: float,
+        delivery_id: str | None,
+    ) -> bool:
+        fenced = {
+            "id": lease.batch_id,
+            "token": lease.token,
+            "done": first + len(responses),
+            "now": now,
+            "expires_at": expires_at,
+        }
+
+        def complete(c: sqlite3.Connection) -> bool:
+            if not c.execute(Q["complete_batch"], fenced).rowcount:
+                return False
+            _write_responses(c, lease.batch_id, first, responses)
+            if delivery_id is not None:
+                c.execute(Q["insert_delivery"], {"id": delivery_id, "batch_id": lease.batch_id, "now": now})
+            return True
+
+        return await self._write(complete)
 
     async def _renew(self, tokens: Sequence[str], until: float) -> None:
         await self._write(
@@ -333,7 +349,7 @@ class SQLiteStore(Store):
         )
 
     # the callback outbox ---------------------------------------------------
-    async def _claim_deliveries(self, owner: str, limit: int, now: float, lease_s: float) -> list[Delivery]:
+    async def _claim_deliveries(self, limit: int, now: float, lease_s: float) -> list[Delivery]:
         def claim(c: sqlite3.Connection) -> list[Delivery]:
             ids = [row[0] for row in c.execute(Q["due_deliveries"], {"now": now, "limit": limit})]
             claimed = []
@@ -347,7 +363,7 @@ class SQLiteStore(Store):
                         id=row[0],
                         batch_id=row[1],
                         url=row[2],
-                        body=bytes(row[3]),
+                        body=None if row[3] is None else bytes(row[3]),
                         attempts=row[4],
                         secret=row[5],
                         token=token,
@@ -398,6 +414,16 @@ class SQLiteStore(Store):
     async def _purge(self, now: float) -> int:
         cursor = await self._write(lambda c: c.execute(Q["purge_batches"], {"now": now}))
         return int(cursor.rowcount)
+
+
+def _write_responses(c: sqlite3.Connection, batch_id: str, first: int, responses: list[str]) -> None:
+    c.executemany(
+        Q["record_response"], ((batch_id, first + i, response) for i, response in enumerate(responses))
+    )
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"SQLite: {exc}")
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

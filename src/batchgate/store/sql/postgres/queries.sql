@@ -59,7 +59,8 @@ SELECT namespace, action, params, response FROM jobs WHERE batch_id = $1 ORDER B
 
 -- name: restart_batch
 -- The jobs are cleared through the batch's RETURNING, so the batch row is locked first, in the
--- same order as record_job takes its locks: a restart and a record never deadlock.
+-- same order as record_jobs takes its locks: a restart and a record never deadlock. The callback
+-- still waiting for the previous run is superseded by the next run's.
 WITH batch AS (
     UPDATE batches
     SET status = 'queued', run = run + 1, done_count = 0, completed_at = NULL, expires_at = NULL,
@@ -68,13 +69,16 @@ WITH batch AS (
     RETURNING id
 ), cleared AS (
     UPDATE jobs SET response = NULL FROM batch WHERE jobs.batch_id = batch.id
+), superseded AS (
+    UPDATE deliveries SET status = 'superseded', lease_token = NULL
+    FROM batch WHERE deliveries.batch_id = batch.id AND deliveries.status = 'pending'
 )
 SELECT pg_notify('batchgate_batches', id) FROM batch;
 
 -- name: insert_delivery
 WITH delivery AS (
-    INSERT INTO deliveries (id, batch_id, url, body, status, next_at, created_at)
-    SELECT $1, id, callback_url, $3, 'pending', $4, $4 FROM batches WHERE id = $2
+    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at)
+    SELECT $1, id, callback_url, 'pending', $3, $3 FROM batches WHERE id = $2
     RETURNING id
 )
 SELECT pg_notify('batchgate_deliveries', id) FROM delivery;
@@ -121,18 +125,25 @@ RETURNING jobs.idx;
 
 -- name: complete_jobs
 -- record_jobs for the batch's last jobs: also completes the batch and drops the lease, so the
--- same lease can never complete it twice.
+-- same lease can never complete it twice, and queues the callback ($7, its id, when there is
+-- one). One statement: one round trip, one commit. No row back means the lease was lost.
 WITH completed AS (
     UPDATE batches
     SET done_count = $3::integer + cardinality($6::text[]), status = 'complete', completed_at = $4,
         expires_at = $5, lease_owner = NULL, lease_token = NULL, lease_expires = NULL
     WHERE id = $1 AND lease_token = $2
+    RETURNING id, callback_url
+), written AS (
+    UPDATE jobs SET response = r.response
+    FROM completed, unnest($6::text[]) WITH ORDINALITY AS r (response, n)
+    WHERE jobs.batch_id = completed.id AND jobs.idx = $3::integer + r.n::integer - 1
+), delivery AS (
+    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at)
+    SELECT $7::text, id, callback_url, 'pending', $4, $4 FROM completed WHERE $7::text IS NOT NULL
     RETURNING id
 )
-UPDATE jobs SET response = r.response
-FROM completed, unnest($6::text[]) WITH ORDINALITY AS r (response, n)
-WHERE jobs.batch_id = completed.id AND jobs.idx = $3::integer + r.n::integer - 1
-RETURNING jobs.idx;
+SELECT completed.id, (SELECT pg_notify('batchgate_deliveries', delivery.id) FROM delivery)
+FROM completed;
 
 -- name: renew_leases
 UPDATE batches SET lease_expires = $2 WHERE lease_token = ANY($1::text[]);

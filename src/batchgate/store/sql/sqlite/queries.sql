@@ -34,6 +34,10 @@ WHERE id = :id;
 -- name: clear_responses
 UPDATE jobs SET response = NULL WHERE batch_id = :id;
 
+-- name: supersede_deliveries
+-- A restart: the callback still waiting for the previous run is replaced by the next run's.
+UPDATE deliveries SET status = 'superseded', lease_token = NULL WHERE batch_id = :id AND status = 'pending';
+
 -- name: claim_batches
 -- One statement leases the runnable batches (queued, or running with an expired lease), oldest
 -- first. Each gets its own token: the claim's random prefix and the batch id.
@@ -68,8 +72,8 @@ WHERE id = :id AND lease_token = :token;
 UPDATE batches SET lease_expires = :until WHERE lease_token = :token;
 
 -- name: insert_delivery
-INSERT INTO deliveries (id, batch_id, url, body, status, next_at, created_at)
-SELECT :id, id, callback_url, :body, 'pending', :now, :now FROM batches WHERE id = :batch_id;
+INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at)
+SELECT :id, id, callback_url, 'pending', :now, :now FROM batches WHERE id = :batch_id;
 
 -- name: due_deliveries
 SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= :now ORDER BY next_at LIMIT :limit;

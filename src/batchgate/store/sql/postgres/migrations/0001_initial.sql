@@ -1,5 +1,6 @@
--- Times are Unix seconds in double precision, as SQLite's REAL: the store's clock is injectable
--- and every comparison is made against a `now` passed in, never against the server's clock.
+-- Times are Unix seconds in double precision, as SQLite's REAL. Every comparison is made against
+-- a `now` the store passes in, read from the database server's clock (see PostgresStore's clock),
+-- so tests can move time by hand. (This comment was corrected in 0.2; the schema is 0.1's.)
 -- Job params and responses are text, not jsonb: they pass through byte for byte, never queried.
 
 CREATE TABLE api_keys (

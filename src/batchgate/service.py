@@ -1,0 +1,110 @@
+"""The composition root: what one `batchgate serve` or `batchgate worker` process runs, built once.
+
+    store ── batches (the batch namespace)          the API's side
+      └──── worker ── deliverer ── purge            the worker's side
+
+Collaborators get the callbacks that wake each other through their constructors: a submit or a
+restart wakes the worker, a completed batch or a repost wakes the deliverer, and the store's
+notifications (PostgreSQL) wake both when another process queued the work. Nothing here knows
+HTTP: `batchgate.server` serves a Service, and `batchgate worker` runs one without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from batchgate.actions import App
+from batchgate.actions.testing import builtin_actions
+from batchgate.batches import Batches
+from batchgate.delivery import Deliverer
+from batchgate.netguard import AddressPolicy
+from batchgate.retry import RetryPolicy
+from batchgate.settings import Settings
+from batchgate.store import Store, StoreError, open_store
+from batchgate.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    app: App  # the built-in actions, the user's and the forwarded namespaces
+    store: Store
+    batches: Batches
+    worker: Worker | None = None
+    deliverer: Deliverer | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, app: App | None = None, *, run_worker: bool = True) -> Service:
+        """Everything the process runs; `run_worker=False` is an API process only."""
+        actions = builtin_actions(sleep_cap_s=settings.sleep_cap_s)
+        if app is not None:
+            actions.include(app)
+        store = open_store(settings.db, result_ttl_s=settings.result_ttl_s)
+        policy = AddressPolicy.from_spec(settings.callback_allow)
+        worker = deliverer = None
+        if run_worker:
+            deliverer = Deliverer(
+                store,
+                policy=policy,
+                retry=RetryPolicy(settings.callback_retry_schedule, settings.retry_after_cap_s),
+                timeout_s=settings.callback_timeout_s,
+                concurrency=settings.callback_concurrency,
+                poll_s=settings.poll_s,
+            )
+            worker = Worker(
+                store,
+                actions,
+                max_batches=settings.max_batches,
+                lease_s=settings.lease_s,
+                poll_s=settings.poll_s,
+                on_delivery_queued=deliverer.wake,
+            )
+        batches = Batches(
+            store,
+            policy,
+            on_submit=worker.wake if worker else _nobody,
+            on_delivery_queued=deliverer.wake if deliverer else _nobody,
+        )
+        return cls(settings, actions, store, batches, worker, deliverer)
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.app.startup()
+        if self.worker is None or self.deliverer is None:
+            return
+        await self.deliverer.open()
+        await self.store.listen(on_batches=self.worker.wake, on_deliveries=self.deliverer.wake)
+        self._tasks = [
+            asyncio.create_task(loop)
+            for loop in (self.worker.run(), self.deliverer.run(), self._purge_periodically())
+        ]
+
+    async def stop(self) -> None:
+        if self.worker is not None and self.deliverer is not None:
+            await asyncio.gather(self.worker.stop(), self.deliverer.stop(grace_s=5.0))
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.deliverer.close()
+        await self.app.shutdown()
+        await self.store.close()
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.purge_every_s)
+            try:
+                purged = await self.store.purge()
+            except StoreError:
+                log.exception("could not purge expired batches; trying again later")
+                continue
+            if purged:
+                log.info("purged %d expired batches", purged)
+
+
+def _nobody() -> None:
+    """A wake-up nobody listens to: an API process without a worker relies on the store's notifications."""
