@@ -18,7 +18,7 @@ BATCHGATE = str(Path(sys.executable).parent / "batchgate")
 
 
 def batchgate(
-    *args: str, env: dict[str, str] | None = None, check: bool = True
+    *args: str, env: dict[str, str] | None = None, check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [BATCHGATE, *args],
@@ -27,6 +27,7 @@ def batchgate(
         timeout=60,
         check=check,
         env={**os.environ, **(env or {})},
+        input=stdin,
     )
 
 

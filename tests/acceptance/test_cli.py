@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from batchgate import webhooks
 
-from processes import ServeProcess, batchgate, create_key
+import pg
+from processes import BATCHGATE, ServeProcess, batchgate, create_key
 from support import free_port, receiver
 
 
@@ -19,6 +23,16 @@ def server(tmp_path: Path, sqlite_url: str) -> Iterator[ServeProcess]:
     process = ServeProcess(sqlite_url, tmp_path / "serve.log").start()
     yield process
     process.stop()
+
+
+def eventually_sync(condition: Callable[[], bool], timeout_s: float = 30) -> bool:
+    """Polls a condition on another process's output, which has no event to wait on."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def client_env(server: ServeProcess, key: tuple[str, str]) -> dict[str, str]:
@@ -102,3 +116,104 @@ def test_submit_of_a_file_that_is_not_json_says_so(tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert "is not JSON" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def one_clear_line(failed: subprocess.CompletedProcess[str], message: str) -> None:
+    """A user's mistake: a non-zero exit and a message saying what is wrong, never a traceback."""
+    assert failed.returncode != 0
+    assert message in failed.stderr
+    assert "Traceback" not in failed.stderr + failed.stdout
+
+
+@pytest.mark.parametrize(
+    ("db", "message"),
+    [
+        ("batchgate.db", "'batchgate.db' is not a database URL: use sqlite:///PATH"),
+        ("mysql://root@localhost/bg", "'mysql://root@localhost/bg' is not a database URL"),
+    ],
+)
+def test_a_database_option_that_is_not_a_database_url_is_one_clear_line(db: str, message: str) -> None:
+    one_clear_line(batchgate("keys", "list", "--db", db, check=False), message)
+    one_clear_line(batchgate("worker", "--db", db, check=False), message)
+
+
+def test_keys_list_of_a_sqlite_file_that_does_not_exist_does_not_create_it(tmp_path: Path) -> None:
+    typo = tmp_path / "batchgaet.db"
+    one_clear_line(
+        batchgate("keys", "list", "--db", f"sqlite:///{typo}", check=False), "there is no database at"
+    )
+    assert not typo.exists()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_that_is_down_or_a_database_that_does_not_exist_is_one_clear_line() -> None:
+    down = f"postgresql://batchgate:secret@127.0.0.1:{free_port()}/bg"
+    failed = batchgate("keys", "list", "--db", down, check=False)
+    one_clear_line(failed, "could not use the database postgresql://batchgate:***@127.0.0.1:")
+    assert "secret" not in failed.stderr  # the password is not shown
+    missing = pg.url_of("bg_no_such_database")
+    one_clear_line(batchgate("migrate", "--db", missing, check=False), "does not exist")
+
+
+def test_an_empty_account_name_is_refused(sqlite_url: str) -> None:
+    one_clear_line(
+        batchgate("keys", "create", "--name", "  ", "--db", sqlite_url, check=False), "cannot be empty"
+    )
+
+
+def test_submit_of_a_single_job_object_says_to_put_it_in_a_list(tmp_path: Path) -> None:
+    jobs = tmp_path / "job.json"
+    jobs.write_text(json.dumps({"namespace": "test", "action": "ping"}))
+    env = {"BATCHGATE_KEY": "k", "BATCHGATE_SECRET": "s"}
+    one_clear_line(batchgate("submit", str(jobs), env=env, check=False), "it holds one job: put it in a list")
+
+
+def test_call_reads_its_params_from_a_file_or_from_standard_input(
+    server: ServeProcess, sqlite_url: str, tmp_path: Path
+) -> None:
+    env = client_env(server, create_key(sqlite_url))
+    params = tmp_path / "params.json"
+    params.write_text('{"from": "a file"}')
+    assert json.loads(batchgate("call", "test", "echo", f"@{params}", env=env).stdout) == {"from": "a file"}
+    piped = batchgate("call", "test", "echo", "-", env=env, stdin='{"from": "stdin"}')
+    assert json.loads(piped.stdout) == {"from": "stdin"}
+    one_clear_line(batchgate("call", "test", "echo", "@nowhere.json", env=env, check=False), "cannot read")
+
+
+def test_submit_wait_fails_on_error_only_when_asked(
+    server: ServeProcess, sqlite_url: str, tmp_path: Path
+) -> None:
+    env = client_env(server, create_key(sqlite_url))
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(
+        json.dumps([{"namespace": "test", "action": "ping"}, {"namespace": "test", "action": "nosuch"}])
+    )
+    assert batchgate("submit", str(jobs), "--wait", env=env).returncode == 0
+    failed = batchgate("submit", str(jobs), "--wait", "--fail-on-error", env=env, check=False)
+    assert failed.returncode == 3
+    assert json.loads(failed.stdout)["results"][1]["response"]["errorCode"] == 404  # the results, still
+    assert f"batch {json.loads(failed.stdout)['asyncId']} submitted" in failed.stderr
+
+
+def test_worker_help_lists_only_what_a_worker_uses() -> None:
+    shown = batchgate("worker", "--help").stdout
+    for option in ("--db", "--max-batches", "--lease", "--callback-allow", "--app", "--config"):
+        assert option in shown
+    for api_only in ("--max-body-bytes", "--key-cache", "--port", "--host"):
+        assert api_only not in shown
+
+
+def test_a_worker_says_one_line_at_start_up_and_stops_on_sigterm(sqlite_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [BATCHGATE, "worker", "--db", sqlite_url], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        started = eventually_sync(lambda: "worker started on" in log.read_text())
+        assert started
+        line = next(line for line in log.read_text().splitlines() if "worker started on" in line)
+        assert sqlite_url in line and "up to 50 batches at once" in line and "namespaces test" in line
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
