@@ -457,8 +457,8 @@ async def run_config(
     try:
         for cell in cells:
             if not running:
+                running = True  # before it starts: a start cut short (Ctrl-C) is stopped all the same
                 await deployment.start(env)
-                running = True
             log.info("    %s %s %s", config.id, cell.kind, cell.load)
             result = await measurer.measure(deployment, cell)
             data["cells"].append(result)

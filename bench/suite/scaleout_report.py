@@ -15,9 +15,9 @@ METRICS = (
     "e2e_p50_ms", "e2e_p99_ms", "pickup_p50_ms",
 )  # fmt: skip
 LOAD_TEXT = {
-    "preload": "the workers stopped while every batch is submitted, then let go: jobs/s is the drain rate, "
+    "preload": "The workers stopped while every batch is submitted, then let go: jobs/s is the drain rate, "
     "from letting go to the last callback; submit batches/s is the API processes' alone",
-    "burst": "every batch from 8 connections while the workers run: jobs/s from the first submit to the "
+    "burst": "Every batch from 8 connections while the workers run: jobs/s from the first submit to the "
     "last callback",
 }
 
@@ -113,7 +113,8 @@ def markdown(data: dict[str, Any]) -> str:
         "The machine is shared and has 2 cores: compare within this report.",
         "",
     ]
-    lines += [f"> {note}" for note in meta.get("notes") or []]
+    if meta.get("notes"):
+        lines += [*(f"> {note}" for note in meta["notes"]), ""]
     lines += _ratios_table(data)
     lines += _configs_table(data)
     for kind in plan["kinds"]:
@@ -141,7 +142,7 @@ def _ratios_table(data: dict[str, Any]) -> list[str]:
         name.replace("submit_batches_per_s", "submit batches/s").replace("jobs_per_s", "jobs/s")
         for name in names
     ]
-    lines = ["", "## Scaling ratios (of medians)", "", "| kind | load | " + " | ".join(labels) + " |"]
+    lines = ["## Scaling ratios (of medians)", "", "| kind | load | " + " | ".join(labels) + " |"]
     lines.append("|---|---|" + "---|" * len(names))
     by_key: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
     for r in data["ratios"]:

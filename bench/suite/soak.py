@@ -443,8 +443,8 @@ async def soak_system(plan: SoakPlan, env: Env, receiver: StreamReceiver, system
     if problem:
         return {**result, "error": problem}
     workload = Uncached("noop", plan.jobs_per_batch, receiver.url)
-    await deployment.start(env)
     try:
+        await deployment.start(env)  # in the try: a start cut short (Ctrl-C) is stopped all the same
         gen = loadgen.LoadGen(deployment.url, deployment.key, deployment.secret)
         try:
             await modes.warm_up([gen], workload.body, receiver, deployment.dead)
