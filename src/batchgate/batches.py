@@ -1,4 +1,4 @@
-"""The batch namespace's use cases (SPEC.md §4): run, progress, results, repost, restart.
+"""The batch namespace's use cases (docs/protocol.md §3): run, progress, results, repost, restart.
 
 No HTTP and no SQL here: the server hands in parsed params, the store keeps the state.
 """
@@ -29,7 +29,7 @@ def _empty_parameter(message: str) -> BadRequest:
 
 
 def parse_jobs(params: Any) -> list[JobSpec]:
-    """The `jobs` of a run request, or the 24092 / 24093 / 24448 error of SPEC.md decision 3."""
+    """The `jobs` of a run request, or the 24092 / 24093 / 24448 error (docs/protocol.md, batch.run)."""
     if not isinstance(params, dict):
         raise _job_format("the request body must be a JSON object")
     jobs = params.get("jobs")

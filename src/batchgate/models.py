@@ -61,7 +61,7 @@ class Batch:
 
     @property
     def progress(self) -> int:
-        """floor(100 * finished / all), and 100 only once the batch is complete (SPEC.md decision 8)."""
+        """floor(100 * finished / all), and 100 only once the batch is complete (docs/protocol.md §4)."""
         if self.status is BatchStatus.COMPLETE:
             return 100
         return min(99, 100 * self.done_count // self.job_count)

@@ -1,4 +1,4 @@
-"""Callback signatures the Standard Webhooks way (SPEC.md decision 12), for senders and receivers.
+"""Callback signatures the Standard Webhooks way (docs/protocol.md §5), for senders and receivers.
 
 webhook-signature: v1,<base64 HMAC-SHA256(secret, "{webhook-id}.{webhook-timestamp}.{body}")>
 """

@@ -9,7 +9,7 @@ parameter without a default is required, one without an annotation takes any JSO
 `**params` accepts (and passes through, unchecked) names the signature does not list. `ctx`
 is not a parameter: it is the `ActionContext` handed to handlers that declare it.
 
-Errors are SPEC.md's: 23017 `'id' is required` for a missing parameter, 23016
+Errors are the wire's (docs/protocol.md §6): 23017 `'id' is required` for a missing parameter, 23016
 `'id' does not validate` (msgspec's reason in `additionalMessages`) for a wrong or unknown one.
 """
 

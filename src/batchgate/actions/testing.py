@@ -1,4 +1,4 @@
-"""The built-in `test` namespace (SPEC.md §3 and decision 13), for exercising a deployment."""
+"""The built-in `test` namespace (docs/protocol.md §3), for exercising a deployment."""
 
 from __future__ import annotations
 

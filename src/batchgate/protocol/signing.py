@@ -1,4 +1,4 @@
-"""IWS request signing (SPEC.md §2), shared by the server that verifies and the client that signs.
+"""IWS request signing (docs/protocol.md §2), shared by the server that verifies and the client that signs.
 
     stringToSign = lowercase(method + contentMD5 + contentType + date + requestURI + "1.0" + ivvyHeaders)
     signature    = hex HMAC-SHA1(secret, stringToSign)

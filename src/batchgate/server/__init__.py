@@ -1,4 +1,4 @@
-"""The ASGI application: the envelope of SPEC.md §1 around the batch namespace and the actions."""
+"""The ASGI application: the envelope (docs/protocol.md §1) around the batch namespace and the actions."""
 
 from batchgate.server.app import create_app
 
