@@ -28,11 +28,16 @@ SELECT application_name, state, wait_event_type, wait_event, left(query, 600) AS
 FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
 """
+# The lock every committing transaction that sent a NOTIFY takes, one at a time (PreCommit_Notify):
+# an "object" lock on pg_database's class, object 0, shared (database 0).
 LOCKS = """
-SELECT l.locktype, l.mode, l.granted, coalesce(c.relname, l.locktype) AS what
+SELECT l.locktype, l.mode, l.granted,
+       CASE WHEN l.locktype = 'object' AND l.classid = 'pg_database'::regclass AND l.objid = 0
+            THEN 'NOTIFY queue' ELSE coalesce(c.relname, l.locktype) END AS what
 FROM pg_locks l LEFT JOIN pg_class c ON c.oid = l.relation
 WHERE l.pid <> pg_backend_pid()
-  AND (l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) OR l.database IS NULL)
+  AND (l.database IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+       OR l.database IS NULL)
 """
 PROFILING_EXTENSIONS = ("pg_stat_statements", "auto_explain")
 

@@ -209,6 +209,21 @@ class Cell:
     kind: str
     load: str
 
+    def record(self) -> dict[str, Any]:
+        return {
+            "rep": self.rep,
+            "config": self.config.id,
+            "kind": self.kind,
+            "load": self.load,
+            "started_at": modes.now(),
+            "error": None,
+        }
+
+    def failed(self, error: str) -> dict[str, Any]:
+        """The record of a cell that could not be measured: the gate voids it, saying why."""
+        verdict = gate.Verdict(False, 0, 0, 0, [error], 1)
+        return {**self.record(), "error": error, "gate": verdict.to_json(), "metrics": {}}
+
 
 class Measurer:
     """Measures cells on a started deployment: warm-up, load, callbacks, gate, resources."""
@@ -220,26 +235,14 @@ class Measurer:
         self.workloads = {kind: Batches(kind, plan.size(kind)[1], receiver.url) for kind in ALL_KINDS}
 
     async def measure(self, deployment: Deployment, cell: Cell) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "rep": cell.rep,
-            "config": cell.config.id,
-            "kind": cell.kind,
-            "load": cell.load,
-            "started_at": modes.now(),
-            "error": None,
-        }
         gens = [loadgen.LoadGen(url, deployment.key, deployment.secret) for url in deployment.urls]
         try:
-            record.update(await self._measure(deployment, cell, gens))
+            return {**cell.record(), **await self._measure(deployment, cell, gens)}
         except Exception as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
             log.exception("%s %s %s failed", cell.config.id, cell.kind, cell.load)
-            error = f"{type(exc).__name__}: {exc}"
-            record.update(error=error, gate=gate.Verdict(False, 0, 0, 0, [error], 1).to_json(), metrics={})
+            return cell.failed(f"{type(exc).__name__}: {exc}")
         finally:
             await asyncio.gather(*(gen.close() for gen in gens))
-        return record
 
     async def _measure(
         self, deployment: Deployment, cell: Cell, gens: list[loadgen.LoadGen]
@@ -455,10 +458,13 @@ async def run_config(
     cells = [Cell(rep, config, kind, load) for kind in plan.kinds for load in plan.loads]
     running = False
     try:
-        for cell in cells:
+        for n, cell in enumerate(cells):
             if not running:
                 running = True  # before it starts: a start cut short (Ctrl-C) is stopped all the same
-                await deployment.start(env)
+                error = await start(deployment, env)
+                if error is not None:
+                    data["cells"] += [rest.failed(error) for rest in cells[n:]]
+                    break
             log.info("    %s %s %s", config.id, cell.kind, cell.load)
             result = await measurer.measure(deployment, cell)
             data["cells"].append(result)
@@ -470,6 +476,16 @@ async def run_config(
         if running:
             await deployment.stop(env)
     return {"label": deployment.label, **deployment.settings()}
+
+
+async def start(deployment: Deployment, env: Env) -> str | None:
+    """None once started, else why not (its cells are then voided, and the run goes on)."""
+    try:
+        await deployment.start(env)
+    except Exception as exc:
+        log.error("%s did not start: %s", deployment.id, exc)
+        return f"{deployment.id} did not start: {type(exc).__name__}: {str(exc)[-1500:]}"
+    return None
 
 
 def log_cell(result: dict[str, Any]) -> None:

@@ -226,7 +226,10 @@ def _postgres_section(data: dict[str, Any]) -> list[str]:
         "Sampled every "
         f"{data['plan']['pg_sample_interval_s']:g} s; all repetitions together. Busy: a batchgate backend "
         "not idle (active, or idle in a transaction). Waiting on: the share of busy backend-samples per wait "
-        "event (CPU: none, running or queued for a core).",
+        "event (CPU: none, running or queued for a core; Client:ClientRead while active: the server waits "
+        "for the rest of a statement from its client, such as a worker held at its quota; LWLock:WALWrite "
+        "and IO:WALSync: commits waiting for the WAL to be flushed; Lock:object on the NOTIFY queue: "
+        "transactions that NOTIFY commit one at a time).",
         "",
         "| config | kind, load | samples | busy backends per sample | waiting on | busiest statements "
         "| samples with lock waits: top waits |",

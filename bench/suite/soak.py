@@ -444,7 +444,11 @@ async def soak_system(plan: SoakPlan, env: Env, receiver: StreamReceiver, system
         return {**result, "error": problem}
     workload = Uncached("noop", plan.jobs_per_batch, receiver.url)
     try:
-        await deployment.start(env)  # in the try: a start cut short (Ctrl-C) is stopped all the same
+        try:  # in the outer try: a start cut short (Ctrl-C) is stopped all the same
+            await deployment.start(env)
+        except Exception as exc:
+            log.error("%s did not start: %s", system, exc)
+            return {**result, "error": f"did not start: {type(exc).__name__}: {str(exc)[-1500:]}"}
         gen = loadgen.LoadGen(deployment.url, deployment.key, deployment.secret)
         try:
             await modes.warm_up([gen], workload.body, receiver, deployment.dead)
