@@ -1,6 +1,9 @@
 """A callback receiver for trying batchgate out: verifies each callback's signature and prints it.
 
-BATCHGATE_SECRET=... python examples/callback_receiver.py [PORT]
+BATCHGATE_WEBHOOK_SECRET=whsec_... python examples/callback_receiver.py [PORT]
+
+The key's webhook secret is what `batchgate keys create` prints beside its secret (a key made
+before batchgate 0.2 has none: give its secret as BATCHGATE_SECRET instead).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from aiohttp import web
 
 from batchgate import webhooks
 
-SECRET = os.environ["BATCHGATE_SECRET"]
+SECRET = os.environ.get("BATCHGATE_WEBHOOK_SECRET") or os.environ["BATCHGATE_SECRET"]
 
 
 async def callback(request: web.Request) -> web.Response:

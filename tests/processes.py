@@ -11,6 +11,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from support import free_port
 
@@ -31,9 +32,17 @@ def batchgate(
     )
 
 
-def create_key(db: str, name: str = "acme") -> tuple[str, str]:
+class Credentials(NamedTuple):
+    """What `batchgate keys create --json` prints."""
+
+    key: str
+    secret: str
+    webhook_secret: str
+
+
+def create_key(db: str, name: str = "acme") -> Credentials:
     created = json.loads(batchgate("keys", "create", "--db", db, "--name", name, "--json").stdout)
-    return created["key"], created["secret"]
+    return Credentials(created["key"], created["secret"], created["webhookSecret"])
 
 
 @dataclass

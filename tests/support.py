@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,22 @@ from aiohttp import web
 
 from batchgate.actions import App
 from batchgate.client import AsyncClient
-from batchgate.models import ApiKey
+from batchgate.models import ApiKey, Batch, JobSpec
 from batchgate.server import create_app
 from batchgate.service import Service
 from batchgate.settings import Settings
+from batchgate.store import Store
+
+
+async def submit(
+    store: Store, api_key: ApiKey, jobs: Sequence[JobSpec], callback_url: str | None, **options: Any
+) -> Batch:
+    """Submits a batch straight to a store and returns it, as the store keeps it."""
+    submitted = await store.submit(api_key, jobs, callback_url, **options)
+    assert submitted.batch_id is not None
+    batch = await store.get_batch(api_key.account, submitted.batch_id)
+    assert batch is not None
+    return batch
 
 
 def free_port() -> int:

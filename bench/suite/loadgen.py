@@ -114,5 +114,5 @@ async def solo(
     return done
 
 
-async def run_calls(gen: LoadGen, count: int, body: bytes) -> list[Submit]:
-    return await burst(gen, list(range(count)), lambda _: body)
+async def run_calls(gen: LoadGen, count: int, body: Callable[[int], bytes]) -> list[Submit]:
+    return await burst(gen, list(range(count)), body)

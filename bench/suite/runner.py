@@ -122,8 +122,10 @@ class Runner:
             return self._failed(cell, f"{type(exc).__name__}: {exc}")
 
     async def _measure(self, system: System, cell: Cell) -> dict[str, Any]:
-        plan, workload, receiver = self.plan, self.workloads[cell.kind], self.receiver
+        plan, receiver = self.plan, self.receiver
         record = self._base(cell)
+        batches = plan.solo_batches if cell.shape.name == "solo" else plan.batches
+        workload = self.workloads[cell.kind].for_cell(f"{len(self.results)}", range(batches))
         gen = loadgen.LoadGen(
             system.url,
             system.key,
@@ -138,7 +140,8 @@ class Runner:
             sampler.start()
             started = time.perf_counter()
             if cell.shape.name == "run":
-                submits = await loadgen.run_calls(gen, plan.run_calls, run_call_body())
+                bodies = [run_call_body(call) for call in range(plan.run_calls)]
+                submits = await loadgen.run_calls(gen, plan.run_calls, bodies.__getitem__)
                 resources = sampler.stop()
                 metrics = call_metrics(submits)
                 errors = [s.error for s in submits if s.error]
@@ -154,7 +157,6 @@ class Runner:
                 resources = sampler.stop()
                 await asyncio.sleep(plan.linger_s)
                 records = receiver.since(mark)
-                batches = plan.solo_batches if cell.shape.name == "solo" else plan.batches
                 expected = {b: workload.jobs(b) for b in range(batches)}
                 errors = [f"batch {s.batch}: {s.error}" for s in submits if s.error]
                 verdict = gate.check(

@@ -40,6 +40,16 @@ class Workload:
     def jobs(self, batch: int) -> list[dict[str, Any]]:
         return [job(self.kind, batch, j) for j in range(self.jobs_per_batch)]
 
+    def for_cell(self, tag: str, batches: range) -> Workload:
+        """The same batches, their callback URL tagged for one cell, bodies encoded before timing starts.
+
+        batchgate runs a signed request that changes state once: byte-identical `run` calls signed in
+        the same second (the same batch in two cells, say) would answer the first batch's asyncId."""
+        tagged = Workload(self.kind, self.jobs_per_batch, f"{self.callback_url}?cell={tag}")
+        for batch in [WARMUP, *batches]:
+            tagged.body(batch)
+        return tagged
+
     def body(self, batch: int) -> bytes:
         """The `batch.run` body of batch `batch` (encoded once)."""
         found = self._bodies.get(batch)
@@ -49,6 +59,7 @@ class Workload:
         return found
 
 
-def run_call_body() -> bytes:
-    """The body of the `run` calls/s measurement: one noop job, no callback."""
-    return orjson.dumps({"jobs": [job("noop", -2, 0)]})
+def run_call_body(call: int) -> bytes:
+    """The body of call `call` of the `run` calls/s measurement: one noop job, no callback. Each call's
+    body is its own, as every real `run` is (batchgate answers a repeated signed request once)."""
+    return orjson.dumps({"jobs": [job("noop", -2, call)]})

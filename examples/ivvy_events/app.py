@@ -90,7 +90,7 @@ def _add_contact(conn: sqlite3.Connection, ctx: ActionContext, fields: dict[str,
     return {"success": True, "id": cursor.lastrowid}
 
 
-@app.action("contact", "getContact")
+@app.action("contact", "getContact", read_only=True)
 def get_contact(ctx: ActionContext, id: int) -> dict[str, Any]:
     with db.connect() as conn:
         row = _row(conn, "contacts", ctx.account, id)
@@ -169,7 +169,7 @@ def _add_event(conn: sqlite3.Connection, ctx: ActionContext, fields: dict[str, A
     return {"success": True, "id": cursor.lastrowid, "code": code}
 
 
-@app.action("event", "getEvent")
+@app.action("event", "getEvent", read_only=True)
 def get_event(ctx: ActionContext, id: int) -> dict[str, Any]:
     with db.connect() as conn:
         row = _row(conn, "events", ctx.account, id)

@@ -26,6 +26,7 @@ from batchgate.actions import App
 from batchgate.client import ApiError, Client, Unreachable
 from batchgate.config import ConfigError, load_config
 from batchgate.config import build_app as app_from_config
+from batchgate.models import ApiKey
 from batchgate.protocol.errors import is_error_body
 from batchgate.settings import Settings, parse_schedule
 from batchgate.store import Store, StoreError, open_store
@@ -394,14 +395,32 @@ def _account_name(ctx: click.Context, param: click.Parameter, value: str) -> str
     "--env", "as_env", is_flag=True, help='Print shell exports: eval "$(batchgate keys create ... --env)".'
 )
 def keys_create(name: str, db: str, as_json: bool, as_env: bool) -> None:
-    """Creates a key and prints its secret (shown only here). Creates the database if needed."""
+    """Creates a key and prints its secrets (shown only here): the secret signs requests, the
+    webhook secret verifies callbacks. Creates the database if needed."""
     api_key = with_store(db, lambda store: store.create_key(name), create=True)
+    _print_key(api_key, as_json=as_json, as_env=as_env)
+
+
+def _print_key(api_key: ApiKey, *, as_json: bool, as_env: bool) -> None:
+    """A key with its secrets: the API secret signs requests, the webhook secret checks callbacks."""
     if as_env:
-        click.echo(f"export BATCHGATE_KEY={api_key.key} BATCHGATE_SECRET={api_key.secret}")
+        click.echo(
+            f"export BATCHGATE_KEY={api_key.key} BATCHGATE_SECRET={api_key.secret} "
+            f"BATCHGATE_WEBHOOK_SECRET={api_key.webhook_secret}"
+        )
     elif as_json:
-        click.echo(orjson.dumps({"key": api_key.key, "secret": api_key.secret, "account": api_key.account}))
+        shown = {
+            "key": api_key.key,
+            "secret": api_key.secret,
+            "webhookSecret": api_key.webhook_secret,
+            "account": api_key.account,
+        }
+        click.echo(orjson.dumps(shown))
     else:
-        click.echo(f"key:     {api_key.key}\nsecret:  {api_key.secret}\naccount: {api_key.account}")
+        click.echo(
+            f"key:            {api_key.key}\nsecret:         {api_key.secret}\n"
+            f"webhook secret: {api_key.webhook_secret}\naccount:        {api_key.account}"
+        )
 
 
 @keys.command("list")

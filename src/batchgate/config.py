@@ -10,6 +10,8 @@
     rate_per_s = 0                          # calls started per second; 0 means no limit
     retry_delays_s = [0.5, 2, 5]            # before each retry of a connection failure, timeout, 429, 503
     retry_after_cap_s = 30                  # the longest Retry-After honoured
+    read_only = ["event.getEvent"]          # actions that change nothing: a repeated signed call is
+                                            # forwarded again (any other runs once per signed request)
 
 The file is read once, at start-up; `load_config` refuses anything it does not understand
 (unknown keys, wrong types, a namespace served twice) with a message naming the place.
@@ -57,6 +59,7 @@ class _UpstreamSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     rate_per_s: NonNegative = 0.0
     retry_delays_s: tuple[NonNegative, ...] = DEFAULT_RETRY.schedule
     retry_after_cap_s: NonNegative = DEFAULT_RETRY.retry_after_cap_s
+    read_only: list[Name] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,19 @@ def _upstream(name: str, table: Any, environ: Mapping[str, str]) -> UpstreamConf
         max_concurrency=section.max_concurrency,
         rate_per_s=section.rate_per_s,
         retry=RetryPolicy(section.retry_delays_s, section.retry_after_cap_s),
+        read_only=_read_only(name, section.read_only, section.namespaces),
     )
+
+
+def _read_only(name: str, actions: list[str], namespaces: list[str]) -> tuple[str, ...]:
+    """`namespace.action` names, each in one of the upstream's namespaces."""
+    for qualified in actions:
+        namespace, dot, action = qualified.partition(".")
+        if not dot or not action or namespace not in namespaces:
+            raise ConfigError(
+                f"upstreams.{name}.read_only: {qualified!r} is not namespace.action in one of {namespaces}"
+            )
+    return tuple(actions)
 
 
 def _located(prefix: str, message: str) -> str:
@@ -165,7 +180,10 @@ def build_app(config: Config) -> App:
     for upstream_config in config.upstreams:
         upstream = Upstream(upstream_config)
         for namespace in upstream_config.namespaces:
-            app.mount(namespace, upstream.forward)
+            read_only = [
+                q.partition(".")[2] for q in upstream_config.read_only if q.startswith(namespace + ".")
+            ]
+            app.mount(namespace, upstream.forward, read_only=read_only)
         app.on_startup.append(upstream.open)
         app.on_shutdown.append(upstream.close)
     return app

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from batchgate import webhooks
+from batchgate.destinations import Destinations, destination_of
 from batchgate.loops import ClaimLoop
 from batchgate.models import Attempt, Delivery, DeliveryStatus
 from batchgate.netguard import AddressPolicy, UnsafeAddress, guarded_connector
@@ -44,9 +45,11 @@ class Deliverer(ClaimLoop):
         poll_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         session: aiohttp.ClientSession | None = None,
+        destinations: Destinations | None = None,
     ) -> None:
         super().__init__(capacity=concurrency, poll_s=poll_s)
         self.store = store
+        self.destinations = destinations or Destinations()
         self._session = session
         self._owns_session = session is None
         self.policy = policy
@@ -66,7 +69,12 @@ class Deliverer(ClaimLoop):
             self._session = None
 
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
-        deliveries = await self.store.claim_deliveries(limit=limit, lease_s=self.lease_s)
+        deliveries = await self.store.claim_deliveries(
+            limit=limit,
+            lease_s=self.lease_s,
+            skip=self.destinations.skip(self.clock()),
+            per_destination=self.destinations.per_destination,
+        )
         return [self._deliver(delivery) for delivery in deliveries]
 
     async def _idle_wait_s(self) -> float | None:
@@ -84,12 +92,22 @@ class Deliverer(ClaimLoop):
         return results_body(delivery.batch_id, results)
 
     async def _deliver(self, delivery: Delivery) -> None:
+        dest = delivery.destination or destination_of(delivery.url)
+        until = self.destinations.backed_off_until(dest, self.clock())
+        if until is not None:  # its destination is backed off: no attempt now, and none counted
+            await self.store.postpone(delivery, until=until)
+            return
         body = await self._body(delivery)
         if body is None:
             log.info("callback %s for batch %s: superseded by a restart", delivery.id, delivery.batch_id)
             return
         at, started = self.clock(), time.perf_counter()
-        status, error, retry_after = await self._post(delivery, body)
+        self.destinations.started(dest, at)
+        try:
+            status, error, retry_after = await self._post(delivery, body)
+        except BaseException:  # stopped mid-POST: the lease runs out and it is sent again
+            self.destinations.abandoned(dest)
+            raise
         attempt = Attempt(
             delivery_id=delivery.id,
             number=delivery.attempts + 1,
@@ -98,19 +116,37 @@ class Deliverer(ClaimLoop):
             error=error,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
-        if status is not None and 200 <= status < 300:
+        ok = status is not None and 200 <= status < 300
+        if self.destinations.finished(dest, ok=ok, now=self.clock()):
+            log.warning(
+                "callbacks to %s failed %d times in a row: backing off until %s",
+                dest,
+                self.destinations.breakers[dest].failures,
+                time.strftime("%H:%M:%S", time.gmtime(self.destinations.breakers[dest].open_until)),
+            )
+        if ok:
             await self.store.finish_attempt(delivery, attempt, None, DeliveryStatus.DELIVERED)
             return
         delay = next_delay(self.retry, attempt.number, status=status, retry_after_s=retry_after)
-        final = DeliveryStatus.GONE if status == 410 else DeliveryStatus.FAILED
+        why = error or f"HTTP {status}"
         if delay is None:
             log.warning(
                 "callback %s for batch %s abandoned after %d attempts (%s)",
                 delivery.id,
                 delivery.batch_id,
                 attempt.number,
-                error or f"HTTP {status}",
+                why,
             )
+        else:
+            log.warning(
+                "callback %s for batch %s: attempt %d failed (%s); next attempt in %g s",
+                delivery.id,
+                delivery.batch_id,
+                attempt.number,
+                why,
+                delay,
+            )
+        final = DeliveryStatus.GONE if status == 410 else DeliveryStatus.FAILED
         await self.store.finish_attempt(delivery, attempt, delay, final)
 
     async def _post(self, delivery: Delivery, body: bytes) -> tuple[int | None, str | None, float | None]:
@@ -120,7 +156,7 @@ class Deliverer(ClaimLoop):
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            **webhooks.sign(delivery.secret, delivery.id, body),
+            **webhooks.sign(delivery.secrets, delivery.id, body),
         }
         try:
             self.policy.check_url(delivery.url)  # IP literals: aiohttp dials them without resolving

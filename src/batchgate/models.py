@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 
@@ -10,6 +10,17 @@ class BatchStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETE = "complete"
+    CANCELLED = "cancelled"  # finished early at the client's request: its results are readable
+
+    @property
+    def finished(self) -> bool:
+        return self in (BatchStatus.COMPLETE, BatchStatus.CANCELLED)
+
+
+class JobOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # its response is an error body
+    CANCELLED = "cancelled"  # it never ran: the batch was cancelled first
 
 
 class DeliveryStatus(StrEnum):
@@ -25,25 +36,41 @@ class Recorded(Enum):
 
     LOST = "lost"  # nothing: the lease was lost
     ADVANCED = "advanced"  # the responses are saved and the lease renewed
-    COMPLETED = "completed"  # ... and they were the last: the batch is complete
+    CANCEL_REQUESTED = "cancel requested"  # ... and the client has asked to cancel the batch
+    COMPLETED = "completed"  # ... and they were the last: the batch is finished
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     key: str
-    secret: str
+    secret: str  # signs the client's requests (IWS)
     account: str
     created_at: float
     revoked_at: float | None = None
+    webhook_secret: str | None = None  # whsec_...: signs callbacks; None for keys made before 0.2
+    webhook_secret_previous: str | None = None  # still signing, during a rotation's overlap
+    webhook_previous_until: float | None = None
+    last_used_at: float | None = None
+
+    def signing_secrets(self, now: float) -> list[str]:
+        """The secrets a callback is signed with now: the webhook secret (or, for a key made before
+        webhook secrets existed, the API secret), and the previous one while a rotation overlaps."""
+        current = [self.webhook_secret or self.secret]
+        if self.webhook_secret_previous and (self.webhook_previous_until or 0) > now:
+            current.append(self.webhook_secret_previous)
+        return current
 
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One call of a batch; `params` is its JSON text."""
+    """One call of a batch; `params` is its JSON text. A workflow's job may carry the client's `key`
+    for it (its "id") and wait for other jobs (`depends_on`, their indexes)."""
 
     namespace: str
     action: str
     params: str
+    key: str | None = None
+    depends_on: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,38 +85,75 @@ class Batch:
     run: int
     created_at: float
     completed_at: float | None = None
+    failed_count: int = 0
+    cancelled_count: int = 0
+    started_at: float | None = None
+    expires_at: float | None = None
+    cancel_requested_at: float | None = None
+    concurrency: int = 1
 
     @property
     def progress(self) -> int:
-        """floor(100 * finished / all), and 100 only once the batch is complete (docs/protocol.md §4)."""
-        if self.status is BatchStatus.COMPLETE:
+        """floor(100 * finished / all), and 100 only once the batch is finished (docs/protocol.md §4)."""
+        if self.status.finished:
             return 100
         return min(99, 100 * self.done_count // self.job_count)
+
+    @property
+    def succeeded_count(self) -> int:
+        return self.done_count - self.failed_count - self.cancelled_count
+
+    @property
+    def pending_count(self) -> int:
+        return self.job_count - self.done_count
 
 
 @dataclass(frozen=True, slots=True)
 class JobResult:
-    """A job as the `results` action reports it; `params` and `response` are JSON text, and
-    `response` is None while the job has not run."""
+    """A job as `results` reports it; `params` (as run, references resolved) and `response` are JSON
+    text, and `response` and `outcome` are None while the job has not run."""
 
     namespace: str
     action: str
     params: str
     response: str | None
+    outcome: JobOutcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A job's outcome as the worker records it."""
+
+    index: int
+    response: bytes
+    outcome: JobOutcome
+    finished_at: float
+    duration_ms: float = 0.0
+    attempts: int = 1
+    resolved_params: str | None = None  # the params as run, when references were resolved in them
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A batch claimed by one worker: the jobs still to run, from `jobs[0]` at index `start`."""
+    """A batch claimed by one worker: `jobs` maps the index of every job not yet finished to its
+    spec, `outcomes` the index of every finished one to its outcome, and `keys` the id a client
+    gave a job (in a workflow) to its index."""
 
     batch_id: str
     account: str
     callback_url: str | None
     run: int
     token: str
-    start: int
     job_count: int
-    jobs: tuple[JobSpec, ...]
+    jobs: dict[int, JobSpec]
+    outcomes: dict[int, JobOutcome] = field(default_factory=dict)
+    keys: dict[str, int] = field(default_factory=dict)  # a workflow's job ids -> their indexes
+    concurrency: int = 1
+    cancel_requested: bool = False
+
+    @property
+    def done(self) -> int:
+        return self.job_count - len(self.jobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +164,11 @@ class Delivery:
     id: str
     batch_id: str
     url: str
-    secret: str
+    secrets: tuple[str, ...]  # each signs it: more than one while a webhook secret rotation overlaps
     attempts: int
     token: str
     body: bytes | None = None
+    destination: str | None = None  # host:port, for fair delivery
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,8 +165,8 @@ def _parse_host(raw_host: str) -> IPAddress | str:
     return host
 
 
-def _url_host(url: str) -> str:
-    """The host aiohttp would dial for url, after the URL-shape checks."""
+def _parsed_url(url: str) -> URL:
+    """The URL as aiohttp would dial it, once its shape is checked."""
     try:
         parsed = URL(url)
     except (TypeError, ValueError) as exc:
@@ -177,7 +177,7 @@ def _url_host(url: str) -> str:
         raise UnsafeAddress("URL has no host")
     if parsed.raw_user is not None or parsed.raw_password is not None:
         raise UnsafeAddress("URL must not contain credentials (user:password@)")
-    return parsed.raw_host
+    return parsed
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
@@ -211,79 +211,113 @@ def _without_zone(ip: IPAddress) -> IPAddress:
     return ip
 
 
-def _spec_entry(entry: str) -> IPNetwork | str:
-    """One allow-list entry: a CIDR, an IP address (as a /32 or /128) or a hostname."""
+_PORT_SUFFIX = re.compile(r"(.*):([0-9]+)")
+
+
+def _spec_entry(entry: str) -> Allowed:
+    """One allow-list entry: a CIDR, an IP address (a /32 or /128) or a hostname, each with an
+    optional port (`host:port`, `1.2.3.4:port`, `[v6]:port`); without one, any port."""
     if "/" in entry:
         try:
-            return ipaddress.ip_network(entry)  # strict: "10.0.0.1/8" is a typo worth reporting
+            return Allowed(ipaddress.ip_network(entry))  # strict: "10.0.0.1/8" is a typo worth reporting
         except ValueError as exc:
             raise ValueError(f"allow-list entry {entry!r} is not a valid CIDR: {exc}") from None
+    host, port = entry, None
+    with_port = _PORT_SUFFIX.fullmatch(entry)
+    if with_port and (entry.startswith("[") or entry.count(":") == 1):  # a bare IPv6 has many colons
+        host, port = with_port.group(1), int(with_port.group(2))
+        if not 0 < port < 65536:
+            raise ValueError(f"allow-list entry {entry!r} has no valid port")
     try:
         # yarl gives names the same IDNA/lower-case form the URLs will have.
-        host = _parse_host(URL.build(scheme="http", host=entry.strip("[]")).raw_host or "")
+        parsed = _parse_host(URL.build(scheme="http", host=host.strip("[]")).raw_host or "")
     except (UnsafeAddress, ValueError) as exc:
         raise ValueError(f"allow-list entry {entry!r} is not a host, IP address or CIDR: {exc}") from None
-    return host if isinstance(host, str) else ipaddress.ip_network(_without_zone(host))
+    target = parsed if isinstance(parsed, str) else ipaddress.ip_network(_without_zone(parsed))
+    return Allowed(target, port)
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """An allow-list entry: a network or an exact hostname, on one port or on any (None)."""
+
+    target: IPNetwork | str
+    port: int | None = None
+
+    def admits(self, host: IPAddress | str, port: int | None) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        if isinstance(self.target, str):
+            return self.target == host
+        return not isinstance(host, str) and host in self.target
 
 
 @dataclass(frozen=True)
 class AddressPolicy:
     """What callbacks may reach; everything public is allowed, the operator's allow list exempts more."""
 
-    allowed_hosts: frozenset[str] = frozenset()  # exact hostnames, lower-case, no trailing dot
-    allowed_networks: tuple[IPNetwork, ...] = ()
+    allowed: tuple[Allowed, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: str) -> AddressPolicy:
-        """Parse "127.0.0.1, example.internal, 10.0.0.0/8, ::1"; blanks are ignored."""
-        hosts: set[str] = set()
-        networks: list[IPNetwork] = []
-        for entry in (part.strip() for part in spec.split(",")):
-            if not entry:
-                continue
-            parsed = _spec_entry(entry)
-            if isinstance(parsed, str):
-                hosts.add(parsed)
-            else:
-                networks.append(parsed)
-        return cls(allowed_hosts=frozenset(hosts), allowed_networks=tuple(dict.fromkeys(networks)))
+        """Parse "127.0.0.1:9000, hooks.internal, 10.0.0.0/8, [::1]:8080"; blanks are ignored."""
+        entries = (_spec_entry(part.strip()) for part in spec.split(",") if part.strip())
+        return cls(allowed=tuple(dict.fromkeys(entries)))
 
-    def check_ip(self, ip: IPAddress) -> None:
-        """Raise UnsafeAddress unless ip is public or allow-listed."""
-        reason = self._refusal(_without_zone(ip))
+    def canonical(self, url: str) -> str:
+        """The URL as it will be called: its host in one spelling (an IPv4 address in any of its
+        numeric forms as dotted quads, a name in lower case and IDNA), no fragment. What is checked
+        at submit is then exactly what is dialled later."""
+        parsed = _parsed_url(url)
+        host = _parse_host(parsed.raw_host or "")
+        canonical = parsed.with_fragment(None)
+        if not isinstance(host, str):
+            canonical = canonical.with_host(str(host))
+        return str(canonical)
+
+    def check_ip(self, ip: IPAddress, port: int | None = None) -> None:
+        """Raise UnsafeAddress unless ip is public, or allow-listed (on `port`, when given)."""
+        reason = self._refusal(_without_zone(ip), port)
         if reason is not None:
             raise UnsafeAddress(f"host {ip} {reason}")
 
-    def _refusal(self, ip: IPAddress) -> str | None:
-        if any(ip in network for network in self.allowed_networks):
+    def _refusal(self, ip: IPAddress, port: int | None) -> str | None:
+        if any(entry.admits(ip, port) for entry in self.allowed):
             return None
         embedded = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else ()
         if embedded:  # judged only by the IPv4 addresses it leads to
-            refusals = ((ipv4, self._refusal(ipv4)) for ipv4 in embedded)
+            refusals = ((ipv4, self._refusal(ipv4, port)) for ipv4 in embedded)
             return next((f"embeds {ipv4}, which {why}" for ipv4, why in refusals if why), None)
         category = _category(ip)
-        return None if category is None else f"is {category}"
+        if category is None:
+            return None
+        if any(not isinstance(entry.target, str) and ip in entry.target for entry in self.allowed):
+            return f"is allowed on other ports than {port}"
+        return f"is {category}"
 
     def check_url(self, url: str) -> str:
         """Static check (no DNS); returns the URL's normalised host (IP string or lower-case name)."""
-        return str(self._check_static(url))
+        return str(self._check_static(url)[0])
 
-    def _check_static(self, url: str) -> IPAddress | str:
-        host = _parse_host(_url_host(url))
+    def _check_static(self, url: str) -> tuple[IPAddress | str, int | None]:
+        parsed = _parsed_url(url)
+        host = _parse_host(parsed.raw_host or "")
         if isinstance(host, str):
-            self._check_name(host)
+            self._check_name(host, parsed.port)
         else:
-            self.check_ip(host)
-        return host
+            self.check_ip(host, parsed.port)
+        return host, parsed.port
 
-    def _check_name(self, name: str) -> None:
-        if name in self.allowed_hosts:
+    def _check_name(self, name: str, port: int | None) -> None:
+        if self.name_allowed(name, port):
             return
         if name == "localhost" or name.endswith(".localhost"):
             raise UnsafeAddress(f"host {name} is a loopback name")
 
-    def _name_allowed(self, host: str) -> bool:
-        return host.lower().removesuffix(".") in self.allowed_hosts
+    def name_allowed(self, host: str, port: int | None) -> bool:
+        """Whether a hostname is allow-listed (on `port`): then it is trusted wherever it points."""
+        name = host.lower().removesuffix(".")
+        return any(entry.admits(name, port) for entry in self.allowed)
 
     async def check_url_resolved(self, url: str, *, resolver: AbstractResolver | None = None) -> None:
         """check_url, then refuse if ANY address the hostname resolves to is refused.
@@ -291,11 +325,11 @@ class AddressPolicy:
         resolver defaults to aiohttp's ThreadedResolver (the running loop's getaddrinfo);
         tests pass a fake one.
         """
-        host = self._check_static(url)
-        if not isinstance(host, str) or host in self.allowed_hosts:
+        host, port = self._check_static(url)
+        if not isinstance(host, str) or self.name_allowed(host, port):
             return
         for ip in await _resolve_all(resolver or aiohttp.ThreadedResolver(), host, 0):
-            self.check_ip(ip)
+            self.check_ip(ip, port)
 
 
 async def _resolve_all(resolver: AbstractResolver, host: str, port: int) -> list[IPAddress]:
@@ -331,9 +365,9 @@ class GuardedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if not self._policy._name_allowed(host):  # an allow-listed name is trusted wherever it points
+        if not self._policy.name_allowed(host, port):  # an allow-listed name is trusted wherever it points
             for result in results:
-                self._policy.check_ip(_resolved_ip(result))
+                self._policy.check_ip(_resolved_ip(result), port)
         return results
 
     async def close(self) -> None:

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 
 from batchgate.actions import App
 from batchgate.actions.testing import builtin_actions
-from batchgate.batches import Batches
+from batchgate.batches import Batches, Limits
 from batchgate.delivery import Deliverer
+from batchgate.destinations import Destinations
 from batchgate.netguard import AddressPolicy
 from batchgate.retry import RetryPolicy
 from batchgate.settings import Settings
 from batchgate.store import Store, StoreError, open_store
+from batchgate.vault import Vault
 from batchgate.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,15 @@ class Service:
     @classmethod
     def build(cls, settings: Settings, app: App | None = None, *, run_worker: bool = True) -> Service:
         """Everything the process runs; `run_worker=False` is an API process only."""
-        actions = builtin_actions(sleep_cap_s=settings.sleep_cap_s)
+        actions = App(
+            timeout_s=settings.job_timeout_s,
+            threads=settings.action_threads,
+            processes=settings.action_processes,
+        )
+        actions.include(builtin_actions(sleep_cap_s=settings.sleep_cap_s))
         if app is not None:
             actions.include(app)
-        store = open_store(settings.db, result_ttl_s=settings.result_ttl_s)
+        store = open_store(settings.db, result_ttl_s=settings.result_ttl_s, vault=Vault(settings.server_key))
         policy = AddressPolicy.from_spec(settings.callback_allow)
         worker = deliverer = None
         if run_worker:
@@ -55,6 +62,10 @@ class Service:
                 timeout_s=settings.callback_timeout_s,
                 concurrency=settings.callback_concurrency,
                 poll_s=settings.poll_s,
+                destinations=Destinations(
+                    per_destination=settings.callback_per_destination,
+                    threshold=settings.callback_breaker_threshold,
+                ),
             )
             worker = Worker(
                 store,
@@ -67,8 +78,16 @@ class Service:
         batches = Batches(
             store,
             policy,
+            limits=Limits(
+                open_batches=settings.max_open_batches,
+                result_bytes=settings.max_result_bytes,
+                reposts_per_hour=settings.reposts_per_hour,
+                concurrency=settings.max_concurrency,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
+            ),
             on_submit=worker.wake if worker else _nobody,
             on_delivery_queued=deliverer.wake if deliverer else _nobody,
+            on_cancel=worker.cancel if worker else _nobody_here,
         )
         return cls(settings, actions, store, batches, worker, deliverer)
 
@@ -78,7 +97,9 @@ class Service:
         if self.worker is None or self.deliverer is None:
             return
         await self.deliverer.open()
-        await self.store.listen(on_batches=self.worker.wake, on_deliveries=self.deliverer.wake)
+        await self.store.listen(
+            on_batches=self.worker.wake, on_deliveries=self.deliverer.wake, on_cancel=self.worker.cancel
+        )
         self._tasks = [
             asyncio.create_task(loop)
             for loop in (self.worker.run(), self.deliverer.run(), self._purge_periodically())
@@ -108,3 +129,8 @@ class Service:
 
 def _nobody() -> None:
     """A wake-up nobody listens to: an API process without a worker relies on the store's notifications."""
+
+
+def _nobody_here(batch_id: str) -> None:
+    """A cancel with no worker in this process: the worker running the batch hears of it through a
+    notification or its heartbeat."""

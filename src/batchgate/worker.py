@@ -1,10 +1,10 @@
-"""The worker: leases batches, runs each batch's jobs one after another in order, records every
-response, and lets the store complete the batch with its last job.
+"""The worker: leases batches and runs each one (`runner.BatchRun`), beside a heartbeat that keeps
+its leases and hears of cancels.
 
-A lease is renewed by every write of responses and by a heartbeat; a worker that dies stops renewing,
-and once the lease expires any worker claims the batch again and resumes after its last recorded
-job. A job is therefore run at least once; `ActionContext.idempotency_key` lets an action tell a
-repeat from a new call.
+A lease is renewed by every write of responses and by the heartbeat; a worker that dies stops
+renewing, and once the lease expires any worker claims the batch again and resumes with the jobs
+not yet recorded. A job is therefore run at least once; `ActionContext.idempotency_key` lets an
+action tell a repeat from a new call.
 """
 
 from __future__ import annotations
@@ -14,58 +14,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from batchgate.actions import ActionContext, App
+from batchgate.actions import App
 from batchgate.loops import ClaimLoop, owner_id
-from batchgate.models import Lease, Recorded
-from batchgate.protocol.errors import BatchgateError
+from batchgate.models import Lease
+from batchgate.runner import BatchRun, LeaseLost
 from batchgate.store import Store, StoreError
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(BatchgateError):
-    """The batch was restarted, or its lease expired and another worker took it."""
-
-
-class _Recorder:
-    """Writes one batch's responses behind its jobs, in order, one write in flight at a time.
-
-    Each write takes every response finished while the previous one was being written, and the
-    next write starts as soon as the previous one returns: fast jobs share a transaction, and a
-    finished job is saved without waiting for the next one to finish."""
-
-    def __init__(self, store: Store, lease: Lease, lease_s: float, on_completed: Callable[[], None]) -> None:
-        self.store, self.lease, self.lease_s = store, lease, lease_s
-        self.on_completed = on_completed
-        self.next_index = lease.start
-        self.pending: list[bytes] = []
-        self.writing: asyncio.Task[None] | None = None
-
-    def check(self) -> None:
-        """Raises what the last finished write met (LeaseLost, StoreError), so a batch taken away
-        stops at the next job rather than at the end."""
-        if self.writing is not None and self.writing.done():
-            self.writing.result()
-
-    def add(self, response: bytes) -> None:
-        self.check()
-        self.pending.append(response)
-        if self.writing is None or self.writing.done():
-            self.writing = asyncio.create_task(self._write_pending())
-
-    async def _write_pending(self) -> None:
-        while self.pending:
-            first, responses = self.next_index, self.pending
-            self.next_index, self.pending = first + len(responses), []
-            recorded = await self.store.record(self.lease, first, responses, lease_s=self.lease_s)
-            if recorded is Recorded.LOST:
-                raise LeaseLost(self.lease.batch_id)
-            if recorded is Recorded.COMPLETED and self.lease.callback_url:
-                self.on_completed()
-
-    async def flush(self) -> None:
-        if self.writing is not None:
-            await self.writing
 
 
 class Worker(ClaimLoop):
@@ -86,6 +41,13 @@ class Worker(ClaimLoop):
         self.on_delivery_queued = on_delivery_queued  # wakes this process's delivery loop
         self.owner = owner_id("worker")
         self._held: set[str] = set()
+        self._runs: dict[str, BatchRun] = {}
+
+    def cancel(self, batch_id: str) -> None:
+        """The client asked to cancel a batch: stops it if this worker runs it."""
+        run = self._runs.get(batch_id)
+        if run is not None:
+            run.cancel()
 
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
         leases = await self.store.claim_batches(self.owner, limit=limit, lease_s=self.lease_s)
@@ -93,8 +55,17 @@ class Worker(ClaimLoop):
         return [self._run_batch(lease) for lease in leases]
 
     async def _run_batch(self, lease: Lease) -> None:
+        run = BatchRun(
+            self.store,
+            self.app,
+            lease,
+            lease_s=self.lease_s,
+            stopping=lambda: self._stopping,
+            on_completed=self.on_delivery_queued,
+        )
+        self._runs[lease.batch_id] = run
         try:
-            await self._run_jobs(lease)
+            await run.run()
         except StoreError:
             # Not recorded: the lease runs out and the batch resumes from its last recorded job.
             log.exception("batch %s: could not record jobs; it will be resumed", lease.batch_id)
@@ -105,23 +76,10 @@ class Worker(ClaimLoop):
             # take it then) instead of being held, and retried, here forever.
             log.exception("batch %s failed unexpectedly; it resumes when its lease expires", lease.batch_id)
         finally:
+            if self._runs.get(lease.batch_id) is run:
+                del self._runs[lease.batch_id]
             if not self._stopping:  # a stopping worker hands its leases back at once in stop()
                 self._held.discard(lease.token)
-
-    async def _run_jobs(self, lease: Lease) -> None:
-        """Runs the jobs in order while their responses are written behind them."""
-        recorder = _Recorder(self.store, lease, self.lease_s, self.on_delivery_queued)
-        for offset, job in enumerate(lease.jobs):
-            if self._stopping:
-                break
-            recorder.check()
-            index = lease.start + offset
-            ctx = ActionContext(
-                account=lease.account, async_id=lease.batch_id, job_index=index, run=lease.run
-            )
-            recorder.add(await self.app.run_job(job.namespace, job.action, job.params, ctx))
-            await asyncio.sleep(0)  # a job that never awaits must not keep other batches and the API waiting
-        await recorder.flush()
 
     async def run(self, *, until_idle: bool = False) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
@@ -131,10 +89,13 @@ class Worker(ClaimLoop):
             heartbeat.cancel()
 
     async def _heartbeat(self) -> None:
+        """Renews the leases held, and hears of cancels asked of them (without notifications, or
+        from another process on the same SQLite file, this is how a cancel gets here)."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                await self.store.renew(list(self._held), lease_s=self.lease_s)
+                for batch_id in await self.store.renew(list(self._held), lease_s=self.lease_s):
+                    self.cancel(batch_id)
             except StoreError:
                 log.exception("could not renew leases")
 

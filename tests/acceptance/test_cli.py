@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from batchgate import webhooks
+from batchgate.store import sql
 
 import pg
-from processes import BATCHGATE, ServeProcess, batchgate, create_key
+from processes import BATCHGATE, Credentials, ServeProcess, batchgate, create_key
 from support import free_port, receiver
 
 
@@ -35,14 +37,15 @@ def eventually_sync(condition: Callable[[], bool], timeout_s: float = 30) -> boo
     return True
 
 
-def client_env(server: ServeProcess, key: tuple[str, str]) -> dict[str, str]:
+def client_env(server: ServeProcess, key: Credentials) -> dict[str, str]:
     return {"BATCHGATE_URL": server.url, "BATCHGATE_KEY": key[0], "BATCHGATE_SECRET": key[1]}
 
 
 def test_keys_are_created_listed_and_revoked(sqlite_url: str) -> None:
-    key, secret = create_key(sqlite_url)
+    key, secret, webhook_secret = create_key(sqlite_url)
     assert len(key) == 32
     assert len(secret) >= 32
+    assert webhook_secret.startswith("whsec_") and len(base64.b64decode(webhook_secret[6:])) >= 24
     assert f"{key}  acme  active" in batchgate("keys", "list", "--db", sqlite_url).stdout
     batchgate("keys", "revoke", key, "--db", sqlite_url)
     assert f"{key}  acme  revoked" in batchgate("keys", "list", "--db", sqlite_url).stdout
@@ -81,7 +84,7 @@ async def test_submit_waits_with_a_progress_bar_and_the_callback_arrives(
     assert [r["response"] for r in results["results"]] == [{"n": n} for n in range(50)]
     assert f"batch {results['asyncId']}" in done.stderr  # the progress bar's label (a bar only on a terminal)
     assert call.json == results
-    webhooks.verify(key[1], call.headers, call.body)
+    webhooks.verify(key.webhook_secret, call.headers, call.body)
 
 
 def test_submit_without_wait_prints_the_async_id(
@@ -95,7 +98,11 @@ def test_submit_without_wait_prints_the_async_id(
 
 def test_migrate_creates_the_database_and_says_what_it_did(tmp_path: Path) -> None:
     db = tmp_path / "fresh" / "bg.db"
-    assert "applied migrations 1, 2 to sqlite:///" in batchgate("migrate", "--db", f"sqlite:///{db}").stdout
+    versions = ", ".join(str(version) for version, _ in sql.migrations("sqlite"))
+    assert (
+        f"applied migrations {versions} to sqlite:///"
+        in batchgate("migrate", "--db", f"sqlite:///{db}").stdout
+    )
     assert db.exists()
     assert batchgate("migrate", "--db", f"sqlite:///{db}").stdout.endswith("is up to date\n")
 

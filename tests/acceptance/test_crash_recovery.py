@@ -28,7 +28,7 @@ def jobs_of(batch: int) -> list[dict[str, object]]:
 async def test_sigkill_mid_batch_then_restart_completes_every_batch_and_calls_back(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    key, secret = create_key(sqlite_url)
+    key, secret, _ = create_key(sqlite_url)
     server = ServeProcess(sqlite_url, tmp_path / "serve.log", env={"BATCHGATE_LEASE": "2"}).start()
     try:
         async with receiver() as recv:
@@ -57,7 +57,7 @@ async def test_sigkill_mid_batch_then_restart_completes_every_batch_and_calls_ba
 async def test_sigterm_finishes_gracefully_and_the_batch_resumes_at_once(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    key, secret = create_key(sqlite_url)
+    key, secret, _ = create_key(sqlite_url)
     # A lease far longer than the test: only a graceful release lets the restart resume at once.
     server = ServeProcess(sqlite_url, tmp_path / "serve.log", env={"BATCHGATE_LEASE": "600"}).start()
     try:

@@ -30,13 +30,19 @@ SEED_JOBS = [
 @pytest.fixture
 def example(tmp_path: Path, sqlite_url: str) -> Iterator[dict[str, str]]:
     """`batchgate serve --app examples.ivvy_events.app:app`; the environment its client uses."""
-    key, secret = create_key(sqlite_url)
+    key, secret, webhook_secret = create_key(sqlite_url)
     env = {"BATCHGATE_APP": "examples.ivvy_events.app:app", "IVVY_EVENTS_DB": str(tmp_path / "ivvy.db")}
     # The docs run serve from the repository root; from anywhere else, --app-dir points there.
     process = ServeProcess(sqlite_url, tmp_path / "serve.log", env={**env, "BATCHGATE_APP_DIR": str(ROOT)})
     process.start()
     try:
-        yield {**os.environ, "BATCHGATE_URL": process.url, "BATCHGATE_KEY": key, "BATCHGATE_SECRET": secret}
+        yield {
+            **os.environ,
+            "BATCHGATE_URL": process.url,
+            "BATCHGATE_KEY": key,
+            "BATCHGATE_SECRET": secret,
+            "BATCHGATE_WEBHOOK_SECRET": webhook_secret,
+        }
     finally:
         process.stop()
 
@@ -81,4 +87,4 @@ async def test_the_seed_batch_completes_against_the_example_app_and_calls_back(
     assert [(r["contact"], r["status"]) for r in second] == [(1, True), (2, True), (4, False)]  # no contact 4
     assert set(first[0]) == {"contact", "status", "inviteLinkYes", "inviteLinkNo"}
     assert callback.json == results
-    webhooks.verify(example["BATCHGATE_SECRET"], callback.headers, callback.body)
+    webhooks.verify(example["BATCHGATE_WEBHOOK_SECRET"], callback.headers, callback.body)

@@ -147,7 +147,7 @@ async def test_a_blocking_sync_handler_does_not_hold_up_other_calls(settings: Se
         time.sleep(seconds)  # blocking on purpose: it runs in the thread pool, not on the loop
         return {"blocked": seconds}
 
-    @actions.action("slow", "quick")
+    @actions.action("slow", "quick", read_only=True)  # called five times in a second, the same way
     async def quick() -> dict[str, bool]:
         return {"quick": True}
 

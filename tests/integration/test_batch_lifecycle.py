@@ -16,4 +16,4 @@ async def test_a_batch_runs_in_order_and_calls_back_signed(settings: Settings) -
         [call] = await recv.wait_for("/done", 1)
     assert [r["response"] for r in results["results"]] == [{"n": n} for n in range(20)]
     assert call.json == results
-    webhooks.verify(server.key.secret, call.headers, call.body)
+    webhooks.verify(server.key.webhook_secret, call.headers, call.body)

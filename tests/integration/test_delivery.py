@@ -19,7 +19,7 @@ from batchgate.retry import RetryPolicy
 from batchgate.store import Store
 from batchgate.worker import Worker
 
-from support import Receiver, receiver
+from support import Receiver, receiver, submit
 
 LOOPBACK = AddressPolicy.from_spec("127.0.0.1")
 
@@ -45,7 +45,7 @@ async def deliverer(
 
 async def completed_batch(store: Store, url: str) -> tuple[ApiKey, Batch]:
     key = await store.create_key("acme")
-    batch = await store.submit(key, [JobSpec("test", "echo", '{"x":1}')], url)
+    batch = await submit(store, key, [JobSpec("test", "echo", '{"x":1}')], url)
     await Worker(store, builtin_actions(sleep_cap_s=1)).run(until_idle=True)
     return key, batch
 
@@ -61,7 +61,7 @@ async def test_a_callback_is_signed_with_the_submitting_keys_secret(store: Store
     async with receiver() as recv:
         key, batch = await deliver_all(store, recv, "/ok")
     [call] = recv.received("/ok")
-    webhooks.verify(key.secret, call.headers, call.body)
+    webhooks.verify(key.webhook_secret, call.headers, call.body)
     assert call.headers["Content-Type"] == "application/json"
     assert call.json == orjson.loads(results_body(batch.id, await store.job_results(batch.id)))
     [attempt] = await store.attempts(batch.id)
@@ -126,7 +126,7 @@ async def test_a_receiver_that_is_down_is_a_recorded_network_error(store: Store)
     async with receiver() as recv:
         url = recv.url
     key = await store.create_key("acme")
-    batch = await store.submit(key, [JobSpec("test", "ping", "{}")], url + "/nobody")
+    batch = await submit(store, key, [JobSpec("test", "ping", "{}")], url + "/nobody")
     await Worker(store, builtin_actions(sleep_cap_s=1)).run(until_idle=True)
     async with deliverer(store, schedule=(0.01,)) as loop:
         await loop.run(until_idle=True)

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchgate.models import Attempt, BatchStatus, DeliveryStatus, JobSpec, Recorded
+from batchgate.models import Attempt, BatchStatus, DeliveryStatus, Finished, JobOutcome, JobSpec, Recorded
 from batchgate.protocol.results import results_body
 from batchgate.store import Store, open_store, sql
 
@@ -113,6 +113,11 @@ async def test_every_key_batch_job_and_delivery_survives_the_migration(
             jobs = [job[2:] for job in before["jobs"] if job[0] == batch_id]
             results = await store.job_results(batch_id)
             assert [(r.namespace, r.action, r.params, r.response) for r in results] == jobs
+            # 0.1.0's finished jobs get their outcome, and its batches their counts
+            assert [r.outcome for r in results] == [
+                None if r.response is None else JobOutcome.SUCCEEDED for r in results
+            ]
+            assert batch.failed_count == 0 and batch.cancelled_count == 0
         # Every delivery and attempt, as they were.
         assert await query(DELIVERIES) == before["deliveries"]
         for batch_id in {row[1] for row in before["deliveries"]}:
@@ -131,6 +136,9 @@ async def _the_migrated_database_goes_on_working(store: Store, before: dict[str,
     [retrying] = [row for row in before["deliveries"] if row[4] == "pending"]
     [delivery] = await store.claim_deliveries(limit=10, lease_s=60)
     assert (delivery.id, delivery.attempts, delivery.body) == (retrying[0], 1, bytes(retrying[3]))
+    # A key made before webhook secrets signs its callbacks with its API secret, as it did.
+    [signer] = [row for row in before["keys"] if row[2] == "globex"]
+    assert delivery.secrets == (signer[1],)
     assert delivery.body == results_body(delivery.batch_id, await store.job_results(delivery.batch_id))
     await store.finish_attempt(
         delivery, Attempt(delivery.id, 2, LATER, 200, None, 1.0), None, DeliveryStatus.DELIVERED
@@ -140,9 +148,13 @@ async def _the_migrated_database_goes_on_working(store: Store, before: dict[str,
     leases = await store.claim_batches("w", limit=10, lease_s=30)
     assert {lease.batch_id for lease in leases} == set(unfinished)
     for lease in leases:
-        assert lease.start == unfinished[lease.batch_id][5]
-        responses = [orjson.dumps({"again": i}) for i in range(lease.start, lease.job_count)]
-        assert await store.record(lease, lease.start, responses, lease_s=30) is Recorded.COMPLETED
+        assert lease.done == unfinished[lease.batch_id][5]
+        assert sorted(lease.jobs) == list(range(lease.done, lease.job_count))
+        finished = [
+            Finished(i, orjson.dumps({"again": i}), JobOutcome.SUCCEEDED, LATER) for i in sorted(lease.jobs)
+        ]
+        recorded = await store.record(lease, finished, done=lease.job_count, lease_s=30)
+        assert recorded is Recorded.COMPLETED
         account = unfinished[lease.batch_id][1]
         done = await store.get_batch(account, lease.batch_id)
         assert done is not None and done.status is BatchStatus.COMPLETE
@@ -151,4 +163,4 @@ async def _the_migrated_database_goes_on_working(store: Store, before: dict[str,
     assert old_key is not None
     batch = await store.submit(old_key, [JobSpec("test", "ping", "{}")], None)
     [lease] = await store.claim_batches("w", limit=10, lease_s=30)
-    assert lease.batch_id == batch.id
+    assert lease.batch_id == batch.batch_id

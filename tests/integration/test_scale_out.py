@@ -172,7 +172,7 @@ async def test_two_api_and_three_worker_processes_finish_every_batch_despite_a_k
             assert [(r["request"], r["response"]) for r in results[batch]["results"]] == [
                 (job["params"], job["params"]) for job in batch_jobs(batch)
             ]
-        check_callbacks(recv, ids, results, key["secret"])
+        check_callbacks(recv, ids, results, key["webhookSecret"])
     print(
         f"\nscale-out: {BATCHES}x{JOBS} jobs through 2 API + 3 worker processes, one killed holding "
         f"{held} batches: {elapsed:.1f} s ({BATCHES * JOBS / elapsed:.0f} jobs/s)"

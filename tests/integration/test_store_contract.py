@@ -10,12 +10,25 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from batchgate.models import ApiKey, Attempt, Batch, BatchStatus, DeliveryStatus, JobSpec, Lease, Recorded
+from batchgate.models import (
+    ApiKey,
+    Attempt,
+    Batch,
+    BatchStatus,
+    DeliveryStatus,
+    Finished,
+    JobOutcome,
+    JobSpec,
+    Lease,
+    Recorded,
+)
 from batchgate.protocol.results import results_body
 from batchgate.store import Store, StoreUnavailable, open_store, sql
+from batchgate.store.base import Change
 from batchgate.store.postgres import PostgresStore
 
 import pg
+from support import submit
 
 LEASE_S = 30.0
 ADVANCED, COMPLETED = Recorded.ADVANCED, Recorded.COMPLETED
@@ -59,13 +72,23 @@ async def results_of(store: Store, batch: Batch) -> bytes:
     return results_body(batch.id, await store.job_results(batch.id))
 
 
+_done: dict[str, int] = {}  # jobs recorded so far under each lease, by its token
+
+
+async def record(store: Store, lease: Lease, index: int, body: bytes | None = None) -> Recorded:
+    """Records one job under a lease, as the worker would, counting what the lease has recorded."""
+    done = _done.get(lease.token, lease.done) + 1
+    finished = Finished(index, body or response(index), JobOutcome.SUCCEEDED, time.time())
+    recorded = await store.record(lease, [finished], done=done, lease_s=LEASE_S)
+    if recorded is not Recorded.LOST:
+        _done[lease.token] = done
+    return recorded
+
+
 async def record_from(store: Store, lease: Lease, start: int | None = None) -> list[Recorded]:
-    """Records every job of the lease from `start` (default: where the lease starts), one at a time."""
-    first = lease.start if start is None else start
-    return [
-        await store.record(lease, index, [response(index)], lease_s=LEASE_S)
-        for index in range(first, lease.job_count)
-    ]
+    """Records every job of the lease from `start` (default: its first), one at a time."""
+    first = min(lease.jobs) if start is None else start
+    return [await record(store, lease, index) for index in sorted(lease.jobs) if index >= first]
 
 
 async def claim_one(store: Store, owner: str = "w1") -> Lease:
@@ -95,7 +118,7 @@ async def test_an_unknown_key_is_not_found_and_cannot_be_revoked(store: Store) -
 
 
 async def test_a_submitted_batch_is_queued_and_visible_only_to_its_account(store: Store, key: ApiKey) -> None:
-    batch = await store.submit(key, jobs(3), "https://example.com/cb")
+    batch = await submit(store, key, jobs(3), "https://example.com/cb")
     found = await store.get_batch("acme", batch.id)
     assert found == batch
     assert (found.status, found.progress, found.run, found.job_count) == (BatchStatus.QUEUED, 0, 1, 3)
@@ -105,10 +128,10 @@ async def test_a_submitted_batch_is_queued_and_visible_only_to_its_account(store
 
 async def test_job_params_are_kept_byte_for_byte(store: Store, key: ApiKey) -> None:
     params = '{"z": 1,  "a": [1.50, "\\u00e9", "ü"], "dup": 1, "dup": 2}'
-    await store.submit(key, [JobSpec("test", "echo", params)], None)
+    await submit(store, key, [JobSpec("test", "echo", params)], None)
     lease = await claim_one(store)
     assert lease.jobs[0].params == params
-    await store.record(lease, 0, [b'{"kept":  "as is"}'], lease_s=LEASE_S)
+    await record(store, lease, 0, b'{"kept":  "as is"}')
     batch = await store.get_batch("acme", lease.batch_id)
     assert batch is not None
     [result] = orjson.loads(await results_of(store, batch))["results"]
@@ -117,7 +140,7 @@ async def test_job_params_are_kept_byte_for_byte(store: Store, key: ApiKey) -> N
 
 
 async def test_results_expire_after_the_ttl(store: Store, key: ApiKey, clock: Clock) -> None:
-    batch = await store.submit(key, jobs(1), None)
+    batch = await submit(store, key, jobs(1), None)
     await record_from(store, await claim_one(store))
     clock.advance(store.result_ttl_s - 1)
     assert await store.get_batch("acme", batch.id) is not None
@@ -126,7 +149,7 @@ async def test_results_expire_after_the_ttl(store: Store, key: ApiKey, clock: Cl
 
 
 async def test_a_batch_that_never_completes_does_not_expire(store: Store, key: ApiKey, clock: Clock) -> None:
-    batch = await store.submit(key, jobs(1), None)
+    batch = await submit(store, key, jobs(1), None)
     clock.advance(10 * store.result_ttl_s)
     assert await store.get_batch("acme", batch.id) is not None
 
@@ -137,27 +160,27 @@ async def test_a_batch_that_never_completes_does_not_expire(store: Store, key: A
 async def test_a_claim_leases_queued_batches_oldest_first_with_their_jobs(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
-    first = await store.submit(key, jobs(3), "https://example.com/cb")
+    first = await submit(store, key, jobs(3), "https://example.com/cb")
     clock.advance(1)
-    second = await store.submit(key, jobs(2), None)
+    second = await submit(store, key, jobs(2), None)
     leases = await store.claim_batches("w1", limit=5, lease_s=LEASE_S)
     assert [lease.batch_id for lease in leases] == [first.id, second.id]
     lease = leases[0]
-    assert (lease.account, lease.callback_url, lease.run, lease.start, lease.job_count) == (
+    assert (lease.account, lease.callback_url, lease.run, lease.done, lease.job_count) == (
         "acme",
         "https://example.com/cb",
         1,
         0,
         3,
     )
-    assert lease.jobs == tuple(jobs(3))
+    assert lease.jobs == dict(enumerate(jobs(3)))
     assert len({lease.token for lease in leases}) == 2
     assert await store.claim_batches("w2", limit=5, lease_s=LEASE_S) == []
 
 
 async def test_a_claim_takes_no_more_than_its_limit(store: Store, key: ApiKey) -> None:
     for _ in range(5):
-        await store.submit(key, jobs(1), None)
+        await submit(store, key, jobs(1), None)
     assert len(await store.claim_batches("w1", limit=2, lease_s=LEASE_S)) == 2
     assert len(await store.claim_batches("w2", limit=10, lease_s=LEASE_S)) == 3
 
@@ -165,11 +188,11 @@ async def test_a_claim_takes_no_more_than_its_limit(store: Store, key: ApiKey) -
 async def test_progress_counts_recorded_jobs_and_reads_100_only_when_complete(
     store: Store, key: ApiKey
 ) -> None:
-    batch = await store.submit(key, jobs(3), None)
+    batch = await submit(store, key, jobs(3), None)
     lease = await claim_one(store)
     progress = []
     for index in range(3):
-        assert await store.record(lease, index, [response(index)], lease_s=LEASE_S) is not Recorded.LOST
+        assert await record(store, lease, index) is not Recorded.LOST
         found = await store.get_batch("acme", batch.id)
         assert found is not None
         progress.append((found.status, found.progress))
@@ -183,7 +206,7 @@ async def test_progress_counts_recorded_jobs_and_reads_100_only_when_complete(
 async def test_the_last_record_completes_the_batch_and_queues_its_callback_with_the_results(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
-    batch = await store.submit(key, jobs(3), "https://example.com/cb")
+    batch = await submit(store, key, jobs(3), "https://example.com/cb")
     assert await record_from(store, await claim_one(store)) == [ADVANCED, ADVANCED, COMPLETED]
     done = await store.get_batch("acme", batch.id)
     assert done is not None and done.status is BatchStatus.COMPLETE and done.completed_at == clock.now
@@ -198,21 +221,21 @@ async def test_the_last_record_completes_the_batch_and_queues_its_callback_with_
     [delivery] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
     assert (delivery.batch_id, delivery.url) == (batch.id, "https://example.com/cb")
     assert delivery.body is None  # read from the results when it is sent: not a second copy
-    assert (delivery.secret, delivery.attempts) == (key.secret, 0)
+    assert (delivery.secrets, delivery.attempts) == ((key.webhook_secret,), 0)
 
 
 async def test_a_batch_without_a_callback_completes_without_a_delivery(store: Store, key: ApiKey) -> None:
-    await store.submit(key, jobs(2), None)
+    await submit(store, key, jobs(2), None)
     await record_from(store, await claim_one(store))
     assert await store.claim_deliveries(limit=10, lease_s=LEASE_S) == []
     assert await store.next_delivery_at() is None
 
 
 async def test_a_batch_completes_only_once(store: Store, key: ApiKey) -> None:
-    await store.submit(key, jobs(2), "https://example.com/cb")
+    await submit(store, key, jobs(2), "https://example.com/cb")
     lease = await claim_one(store)
     assert await record_from(store, lease) == [ADVANCED, COMPLETED]
-    assert await store.record(lease, 1, [response(1)], lease_s=LEASE_S) is Recorded.LOST
+    assert await record(store, lease, 1) is Recorded.LOST
     assert len(await store.claim_deliveries(limit=10, lease_s=LEASE_S)) == 1
     assert await store.claim_batches("w2", limit=10, lease_s=LEASE_S) == []
 
@@ -223,31 +246,29 @@ async def test_a_batch_completes_only_once(store: Store, key: ApiKey) -> None:
 async def test_an_expired_lease_is_rescued_by_another_owner_after_the_last_recorded_job(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
-    await store.submit(key, jobs(4), None)
+    await submit(store, key, jobs(4), None)
     dead = await claim_one(store, "dead")
     for index in (0, 1):
-        assert await store.record(dead, index, [response(index)], lease_s=LEASE_S) is not Recorded.LOST
+        assert await record(store, dead, index) is not Recorded.LOST
     clock.advance(LEASE_S - 1)  # each record renewed the lease
     assert await store.claim_batches("w2", limit=1, lease_s=LEASE_S) == []
     clock.advance(2)
     rescue = await claim_one(store, "w2")
-    assert (rescue.batch_id, rescue.start, rescue.jobs) == (dead.batch_id, 2, tuple(jobs(4)[2:]))
+    assert (rescue.batch_id, rescue.done, rescue.jobs) == (dead.batch_id, 2, {2: jobs(4)[2], 3: jobs(4)[3]})
     assert rescue.token != dead.token
 
 
 async def test_an_old_lease_cannot_record_once_another_owner_holds_the_batch(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
-    batch = await store.submit(key, jobs(3), "https://example.com/cb")
+    batch = await submit(store, key, jobs(3), "https://example.com/cb")
     old = await claim_one(store, "slow")
-    assert await store.record(old, 0, [b'{"by": "slow"}'], lease_s=LEASE_S) is not Recorded.LOST
+    assert await record(store, old, 0, b'{"by": "slow"}') is not Recorded.LOST
     clock.advance(LEASE_S + 1)
     new = await claim_one(store, "fast")
-    assert await store.record(old, 1, [b'{"by": "slow"}'], lease_s=LEASE_S) is Recorded.LOST
+    assert await record(store, old, 1, b'{"by": "slow"}') is Recorded.LOST
     assert await record_from(store, new) == [ADVANCED, COMPLETED]
-    assert (
-        await store.record(old, 2, [b'{"by": "slow"}'], lease_s=LEASE_S) is Recorded.LOST
-    )  # cannot complete it
+    assert await record(store, old, 2, b'{"by": "slow"}') is Recorded.LOST  # cannot complete it
     done = await store.get_batch("acme", batch.id)
     assert done is not None
     results = orjson.loads(await results_of(store, done))["results"]
@@ -256,11 +277,11 @@ async def test_an_old_lease_cannot_record_once_another_owner_holds_the_batch(
 
 
 async def test_an_old_lease_cannot_record_after_a_restart(store: Store, key: ApiKey) -> None:
-    batch = await store.submit(key, jobs(2), None)
+    batch = await submit(store, key, jobs(2), None)
     old = await claim_one(store)
-    assert await store.record(old, 0, [response(0)], lease_s=LEASE_S) is not Recorded.LOST
+    assert await record(store, old, 0) is not Recorded.LOST
     await store.restart(batch)
-    assert await store.record(old, 1, [response(1)], lease_s=LEASE_S) is Recorded.LOST
+    assert await record(store, old, 1) is Recorded.LOST
     found = await store.get_batch("acme", batch.id)
     assert found is not None and (found.status, found.done_count) == (BatchStatus.QUEUED, 0)
 
@@ -268,7 +289,7 @@ async def test_an_old_lease_cannot_record_after_a_restart(store: Store, key: Api
 async def test_renew_keeps_a_lease_and_release_hands_the_batch_back_at_once(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
-    await store.submit(key, jobs(2), None)
+    await submit(store, key, jobs(2), None)
     lease = await claim_one(store)
     clock.advance(LEASE_S - 1)
     await store.renew([lease.token], lease_s=LEASE_S)
@@ -281,7 +302,7 @@ async def test_renew_keeps_a_lease_and_release_hands_the_batch_back_at_once(
 async def test_restart_queues_the_batch_again_from_its_first_job_with_a_new_run(
     store: Store, key: ApiKey, clock: Clock
 ) -> None:
-    batch = await store.submit(key, jobs(2), "https://example.com/cb")
+    batch = await submit(store, key, jobs(2), "https://example.com/cb")
     await record_from(store, await claim_one(store))
     await store.restart(batch)
     found = await store.get_batch("acme", batch.id)
@@ -290,7 +311,7 @@ async def test_restart_queues_the_batch_again_from_its_first_job_with_a_new_run(
     clock.advance(10 * store.result_ttl_s)
     assert await store.get_batch("acme", batch.id) is not None  # no longer expires
     again = await claim_one(store)
-    assert (again.run, again.start, again.jobs) == (2, 0, tuple(jobs(2)))
+    assert (again.run, again.done, again.jobs) == (2, 0, dict(enumerate(jobs(2))))
     assert await record_from(store, again) == [ADVANCED, COMPLETED]
     # The first run's callback, never sent, was superseded by the restart: only the second's is due.
     [delivery] = await store.claim_deliveries(limit=10, lease_s=LEASE_S)
@@ -298,15 +319,15 @@ async def test_restart_queues_the_batch_again_from_its_first_job_with_a_new_run(
 
 
 async def test_a_restart_clears_the_previous_runs_responses(store: Store, key: ApiKey) -> None:
-    batch = await store.submit(key, jobs(2), None)
+    batch = await submit(store, key, jobs(2), None)
     await record_from(store, await claim_one(store))
     await store.restart(batch)
     lease = await claim_one(store)
-    await store.record(lease, 0, [b'{"run": 2}'], lease_s=LEASE_S)
+    await record(store, lease, 0, b'{"run": 2}')
     await store.restart(batch)
     lease = await claim_one(store)
-    await store.record(lease, 0, [b'{"run": 3}'], lease_s=LEASE_S)
-    await store.record(lease, 1, [b'{"run": 3}'], lease_s=LEASE_S)
+    await record(store, lease, 0, b'{"run": 3}')
+    await record(store, lease, 1, b'{"run": 3}')
     done = await store.get_batch("acme", batch.id)
     assert done is not None
     assert [r["response"] for r in orjson.loads(await results_of(store, done))["results"]] == [{"run": 3}] * 2
@@ -316,7 +337,7 @@ async def test_a_restart_clears_the_previous_runs_responses(store: Store, key: A
 
 
 async def complete_with_callback(store: Store, key: ApiKey) -> str:
-    batch = await store.submit(key, jobs(1), "https://example.com/cb")
+    batch = await submit(store, key, jobs(1), "https://example.com/cb")
     await record_from(store, await claim_one(store))
     return batch.id
 
@@ -397,7 +418,7 @@ async def test_repost_queues_a_new_delivery_with_a_new_id_and_no_copy_of_the_res
 
 
 async def test_repost_of_a_batch_without_callback_queues_nothing(store: Store, key: ApiKey) -> None:
-    batch = await store.submit(key, jobs(1), None)
+    batch = await submit(store, key, jobs(1), None)
     await record_from(store, await claim_one(store))
     await store.repost(batch)
     assert await store.next_delivery_at() is None
@@ -412,7 +433,7 @@ async def test_purge_deletes_expired_batches_with_their_jobs_and_deliveries(
     old_id = await complete_with_callback(store, key)
     clock.advance(store.result_ttl_s / 2)
     young_id = await complete_with_callback(store, key)
-    running = await store.submit(key, jobs(1), None)
+    running = await submit(store, key, jobs(1), None)
     clock.advance(store.result_ttl_s / 2)
     assert await store.purge() == 1
     assert await store.purge() == 0
@@ -427,7 +448,7 @@ async def test_purge_deletes_expired_batches_with_their_jobs_and_deliveries(
 
 
 async def test_concurrent_claimers_never_get_the_same_batch(store: Store, key: ApiKey) -> None:
-    submitted = {(await store.submit(key, jobs(2), None)).id for _ in range(60)}
+    submitted = {(await submit(store, key, jobs(2), None)).id for _ in range(60)}
 
     async def claimer(name: str) -> list[str]:
         got: list[str] = []
@@ -442,7 +463,7 @@ async def test_concurrent_claimers_never_get_the_same_batch(store: Store, key: A
 async def test_concurrent_workers_on_separate_stores_complete_every_batch_exactly_once(
     db_url: str, store: Store, key: ApiKey
 ) -> None:
-    submitted = [await store.submit(key, jobs(5), "https://example.com/cb") for _ in range(30)]
+    submitted = [await submit(store, key, jobs(5), "https://example.com/cb") for _ in range(30)]
     others = [open_store(db_url, result_ttl_s=3600) for _ in range(3)]
     for other in others:
         await other.open()
@@ -464,7 +485,7 @@ async def test_concurrent_workers_on_separate_stores_complete_every_batch_exactl
 async def test_restarts_racing_records_never_fail_and_leave_a_consistent_batch(
     store: Store, key: ApiKey
 ) -> None:
-    batch = await store.submit(key, jobs(20), "https://example.com/cb")
+    batch = await submit(store, key, jobs(20), "https://example.com/cb")
 
     async def worker() -> None:
         while leases := await store.claim_batches("w", limit=1, lease_s=LEASE_S):
@@ -512,9 +533,12 @@ class Wakes:
     def __init__(self) -> None:
         self.batches = asyncio.Event()
         self.deliveries = asyncio.Event()
+        self.cancels: asyncio.Queue[str] = asyncio.Queue()
 
     async def listen(self, store: Store) -> None:
-        await store.listen(on_batches=self.batches.set, on_deliveries=self.deliveries.set)
+        await store.listen(
+            on_batches=self.batches.set, on_deliveries=self.deliveries.set, on_cancel=self.cancels.put_nowait
+        )
 
     @staticmethod
     async def next(event: asyncio.Event) -> None:
@@ -530,7 +554,7 @@ async def test_listen_wakes_on_batches_and_deliveries_queued_by_another_store(
     wakes = Wakes()
     await wakes.listen(listener)
     key = await other.create_key("acme")
-    batch = await other.submit(key, jobs(1), "https://example.com/cb")
+    batch = await submit(other, key, jobs(1), "https://example.com/cb")
     await wakes.next(wakes.batches)
     assert not wakes.deliveries.is_set()
     await record_from(other, await claim_one(other))
@@ -541,6 +565,10 @@ async def test_listen_wakes_on_batches_and_deliveries_queued_by_another_store(
     await wakes.next(wakes.deliveries)
     await other.repost(batch)
     await wakes.next(wakes.deliveries)
+    running = await submit(other, key, jobs(2), None)
+    await claim_one(other)
+    assert await other.cancel(running, cancelled=b'{"cancelled": true}') is Change.REQUESTED
+    assert await asyncio.wait_for(wakes.cancels.get(), 5) == running.id
 
 
 @pytest.mark.postgres
@@ -557,7 +585,7 @@ async def test_listen_reconnects_after_its_connection_is_killed(
     await wakes.next(wakes.batches)
     assert len(await pg.fetch(pg_url, find, before["pid"])) == 1
     key = await other.create_key("acme")
-    await other.submit(key, jobs(1), None)
+    await submit(other, key, jobs(1), None)
     await wakes.next(wakes.batches)
 
 
@@ -624,7 +652,7 @@ async def test_leases_follow_the_databases_clock_not_a_hosts_clock_that_is_off(
     store = PostgresStore(pg_url, result_ttl_s=3600)
     await store.open()
     try:
-        await store.submit(await store.create_key("acme"), jobs(1), None)
+        await submit(store, await store.create_key("acme"), jobs(1), None)
         await claim_one(store)
         [row] = await pg.fetch(
             pg_url, "SELECT lease_expires - extract(epoch FROM clock_timestamp()) AS left_s FROM batches"

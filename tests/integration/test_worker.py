@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pytest
 
-from batchgate.actions import ActionContext, App
+from batchgate.actions import ActionContext, App, Reply
 from batchgate.actions.testing import builtin_actions
-from batchgate.models import Batch, BatchStatus, JobSpec, Lease, Recorded
+from batchgate.models import Batch, BatchStatus, Finished, JobOutcome, JobSpec, Lease, Recorded
 from batchgate.protocol.results import results_body
 from batchgate.store import Store
 from batchgate.worker import Worker
 
-from support import eventually
+from support import eventually, submit
 
 
 def recording_app(
@@ -51,7 +52,7 @@ def jobs(count: int, action: str = "note") -> list[JobSpec]:
 
 async def test_jobs_of_a_batch_run_in_order_and_batches_run_together(store: Store) -> None:
     key = await store.create_key("acme")
-    batches = [await store.submit(key, jobs(30), None) for _ in range(5)]
+    batches = [await submit(store, key, jobs(30), None) for _ in range(5)]
     log: list[tuple[str, int]] = []
     await Worker(store, recording_app(log), max_batches=5).run(until_idle=True)
     for batch in batches:
@@ -65,7 +66,7 @@ async def test_jobs_of_a_batch_run_in_order_and_batches_run_together(store: Stor
 
 async def test_a_failing_handler_gives_a_500_response_and_the_batch_carries_on(store: Store) -> None:
     key = await store.create_key("acme")
-    batch = await store.submit(key, [*jobs(1, "boom"), *jobs(1)], None)
+    batch = await submit(store, key, [*jobs(1, "boom"), *jobs(1)], None)
     await Worker(store, recording_app([])).run(until_idle=True)
     results = (await results_of(store, batch))["results"]
     assert results[0]["response"]["errorCode"] == 500
@@ -74,7 +75,7 @@ async def test_a_failing_handler_gives_a_500_response_and_the_batch_carries_on(s
 
 async def test_the_idempotency_key_changes_with_a_restart(store: Store) -> None:
     key = await store.create_key("acme")
-    batch = await store.submit(key, jobs(1), None)
+    batch = await submit(store, key, jobs(1), None)
     app = recording_app([])
     await Worker(store, app).run(until_idle=True)
     first = (await results_of(store, batch))["results"][0]["response"]["key"]
@@ -89,11 +90,12 @@ async def test_a_dead_workers_batch_is_resumed_after_its_lease_expires(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = await store.create_key("acme")
-    batch = await store.submit(key, jobs(4), None)
+    batch = await submit(store, key, jobs(4), None)
     # A worker that claimed the batch, recorded two jobs, then died without a word.
     [lease] = await store.claim_batches("dead", limit=1, lease_s=30)
     for index in (0, 1):
-        assert await store.record(lease, index, [b'{"by":"dead"}'], lease_s=30) is Recorded.ADVANCED
+        dead = Finished(index, b'{"by":"dead"}', JobOutcome.SUCCEEDED, time.time())
+        assert await store.record(lease, [dead], done=index + 1, lease_s=30) is Recorded.ADVANCED
     log: list[tuple[str, int]] = []
     worker = Worker(store, recording_app(log), lease_s=5, poll_s=0.05)
     assert await store.claim_batches("early", limit=1, lease_s=1) == []  # still leased
@@ -112,7 +114,7 @@ async def test_a_dead_workers_batch_is_resumed_after_its_lease_expires(
 
 async def test_a_restart_takes_the_batch_away_from_its_worker(store: Store) -> None:
     key = await store.create_key("acme")
-    batch = await store.submit(key, jobs(3), None)
+    batch = await submit(store, key, jobs(3), None)
     hold, entered = asyncio.Event(), asyncio.Event()
     log: list[tuple[str, int]] = []
     worker = Worker(store, recording_app(log, hold=hold, entered=entered), poll_s=0.05)
@@ -134,7 +136,7 @@ async def test_a_restart_takes_the_batch_away_from_its_worker(store: Store) -> N
 
 async def test_stop_finishes_the_current_job_and_hands_the_rest_back(store: Store) -> None:
     key = await store.create_key("acme")
-    batch = await store.submit(key, jobs(5), None)
+    batch = await submit(store, key, jobs(5), None)
     hold, entered = asyncio.Event(), asyncio.Event()
     log: list[tuple[str, int]] = []
     worker = Worker(store, recording_app(log, hold=hold, entered=entered), lease_s=60)
@@ -147,20 +149,20 @@ async def test_stop_finishes_the_current_job_and_hands_the_rest_back(store: Stor
     assert [index for _, index in log] == [0]
     # Released at once: another worker claims it without waiting for the 60 s lease.
     [lease] = await store.claim_batches("next", limit=1, lease_s=5)
-    assert (lease.batch_id, lease.start) == (batch.id, 1)
+    assert (lease.batch_id, lease.done) == (batch.id, 1)
 
 
 async def test_fast_jobs_share_writes_and_every_response_is_recorded_in_order(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = await store.create_key("acme")
-    batch = await store.submit(key, jobs(100), None)
+    batch = await submit(store, key, jobs(100), None)
     writes: list[int] = []
     record = store.record
 
-    async def counted(lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float) -> Recorded:
-        writes.append(len(responses))
-        return await record(lease, first, responses, lease_s=lease_s)
+    async def counted(lease: Lease, finished: Sequence[Finished], *, done: int, lease_s: float) -> Recorded:
+        writes.append(len(finished))
+        return await record(lease, finished, done=done, lease_s=lease_s)
 
     monkeypatch.setattr(store, "record", counted)
     await Worker(store, recording_app([])).run(until_idle=True)
@@ -174,7 +176,7 @@ async def test_a_finished_job_is_saved_while_the_next_one_runs(store: Store) -> 
     """Progress counts finished jobs: a response that comes in while the previous write is in flight
     is written as soon as that write returns, not when the next (slow) job finishes."""
     key = await store.create_key("acme")
-    batch = await store.submit(key, [*jobs(3), JobSpec("rec", "gate", "{}")], None)
+    batch = await submit(store, key, [*jobs(3), JobSpec("rec", "gate", "{}")], None)
     log: list[tuple[str, int]] = []
     app = recording_app(log)
     gate = asyncio.Event()
@@ -188,13 +190,13 @@ async def test_a_finished_job_is_saved_while_the_next_one_runs(store: Store) -> 
     first_write = True
 
     async def record_slowly(
-        lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float
+        lease: Lease, finished: Sequence[Finished], *, done: int, lease_s: float
     ) -> Recorded:
         nonlocal first_write
         if first_write:  # the first write is still in flight when jobs 1 and 2 finish
             first_write = False
-            await eventually(lambda: len(log), until=lambda finished: finished >= 3)
-        return await record(lease, first, responses, lease_s=lease_s)
+            await eventually(lambda: len(log), until=lambda count: count >= 3)
+        return await record(lease, finished, done=done, lease_s=lease_s)
 
     store.record = record_slowly  # type: ignore[method-assign]
     worker = Worker(store, app)
@@ -217,16 +219,16 @@ async def test_an_unexpected_failure_in_a_batch_stops_renewing_its_lease(
     """A bug in a batch's loop must not leave its lease renewed forever: the batch resumes elsewhere
     once the lease runs out, from its last recorded job."""
     key = await store.create_key("acme")
-    batch = await store.submit(key, jobs(3), None)
+    batch = await submit(store, key, jobs(3), None)
     app = recording_app([])
-    run_job = app.run_job
+    reply = app.reply
 
-    async def broken(namespace: str, name: str, params: str, ctx: ActionContext) -> bytes:
+    async def broken(namespace: str, name: str, params: Any, ctx: ActionContext) -> Reply:
         if ctx.job_index == 1:
             raise RuntimeError("a bug outside any action")
-        return await run_job(namespace, name, params, ctx)
+        return await reply(namespace, name, params, ctx)
 
-    monkeypatch.setattr(app, "run_job", broken)
+    monkeypatch.setattr(app, "reply", broken)
     worker = Worker(store, app, lease_s=30)
     await worker.run(until_idle=True)
     assert worker._held == set()  # nothing left for the heartbeat to renew
@@ -235,4 +237,4 @@ async def test_an_unexpected_failure_in_a_batch_stops_renewing_its_lease(
     now = store.clock
     monkeypatch.setattr(store, "clock", lambda: now() + 31)
     [lease] = await store.claim_batches("other", limit=1, lease_s=30)
-    assert (lease.batch_id, lease.start) == (batch.id, 1)
+    assert (lease.batch_id, lease.done) == (batch.id, 1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from batchgate.netguard import AddressPolicy, GuardedResolver
+from batchgate.netguard import AddressPolicy, Allowed, GuardedResolver
 
 from resolvers import FakeResolver, refused
 
@@ -158,28 +158,63 @@ def test_check_ip_accepts_public_addresses() -> None:
 
 def test_from_spec_parses_ips_hosts_and_cidrs() -> None:
     policy = AddressPolicy.from_spec("127.0.0.1, Example.Internal., 10.0.0.0/8, ::1")
-    assert policy.allowed_hosts == frozenset({"example.internal"})
-    assert policy.allowed_networks == (
-        ipaddress.ip_network("127.0.0.1/32"),
-        ipaddress.ip_network("10.0.0.0/8"),
-        ipaddress.ip_network("::1/128"),
+    assert policy.allowed == (
+        Allowed(ipaddress.ip_network("127.0.0.1/32")),
+        Allowed("example.internal"),
+        Allowed(ipaddress.ip_network("10.0.0.0/8")),
+        Allowed(ipaddress.ip_network("::1/128")),
     )
+
+
+def test_from_spec_takes_ports_with_hosts_and_ips() -> None:
+    policy = AddressPolicy.from_spec("127.0.0.1:9000, hooks.internal:8443, [::1]:8080, ::1")
+    assert policy.allowed == (
+        Allowed(ipaddress.ip_network("127.0.0.1/32"), 9000),
+        Allowed("hooks.internal", 8443),
+        Allowed(ipaddress.ip_network("::1/128"), 8080),
+        Allowed(ipaddress.ip_network("::1/128")),  # a bare IPv6 address: its colons are not a port
+    )
+
+
+def test_an_entry_with_a_port_admits_that_port_only() -> None:
+    policy = AddressPolicy.from_spec("127.0.0.1:9000, hooks.internal:8443")
+    assert policy.check_url("http://127.0.0.1:9000/hook") == "127.0.0.1"
+    assert policy.check_url("http://2130706433:9000/hook") == "127.0.0.1"
+    with refused("host 127.0.0.1 is allowed on other ports than 9001"):
+        policy.check_url("http://127.0.0.1:9001/hook")
+    with refused("is a loopback address"):
+        policy.check_url("http://127.0.0.2:9000/hook")
+    assert policy.name_allowed("hooks.internal", 8443)
+    assert not policy.name_allowed("hooks.internal", 443)
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("http://2130706433:9000/hook", "http://127.0.0.1:9000/hook"),
+        ("http://0x7f.1/hook#frag", "http://127.0.0.1/hook"),
+        ("HTTPS://Hooks.Example.COM./x?a=1", "https://hooks.example.com./x?a=1"),
+        ("http://[::ffff:7f00:1]/", "http://[::ffff:7f00:1]/"),
+    ],
+)
+def test_a_callback_url_is_put_in_one_spelling_before_it_is_checked(url: str, canonical: str) -> None:
+    assert AddressPolicy().canonical(url) == canonical
 
 
 def test_from_spec_ignores_blank_entries() -> None:
     assert AddressPolicy.from_spec("") == AddressPolicy()
     assert AddressPolicy.from_spec(" , ,\t") == AddressPolicy()
-    assert AddressPolicy.from_spec(",hooks.internal,,").allowed_hosts == {"hooks.internal"}
+    assert AddressPolicy.from_spec(",hooks.internal,,").allowed == (Allowed("hooks.internal"),)
 
 
 def test_from_spec_normalises_brackets_idn_and_numeric_forms() -> None:
     policy = AddressPolicy.from_spec(
         "[fe80::1], \u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444, 127.1, 127.0.0.1"
     )
-    assert policy.allowed_hosts == {"xn--e1afmkfd.xn--p1ai"}
-    assert policy.allowed_networks == (
-        ipaddress.ip_network("fe80::1/128"),
-        ipaddress.ip_network("127.0.0.1/32"),
+    assert policy.allowed == (
+        Allowed(ipaddress.ip_network("fe80::1/128")),
+        Allowed("xn--e1afmkfd.xn--p1ai"),
+        Allowed(ipaddress.ip_network("127.0.0.1/32")),
     )
 
 

@@ -13,15 +13,15 @@ from batchgate.protocol.timestamps import now_timestamp
 def builtin_actions(*, sleep_cap_s: float) -> App:
     app = App()
 
-    @app.action("test", "ping")
+    @app.action("test", "ping", read_only=True)
     async def ping() -> dict[str, str]:
         return {"ack": now_timestamp()}
 
-    @app.action("test", "echo")
+    @app.action("test", "echo", read_only=True)
     async def echo(**params: Any) -> dict[str, Any]:
         return params
 
-    @app.action("test", "sleep")
+    @app.action("test", "sleep", read_only=True)
     async def sleep(seconds: Any = 0) -> dict[str, float]:
         if (
             isinstance(seconds, bool)

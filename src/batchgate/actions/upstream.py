@@ -21,6 +21,7 @@ they are not subject to the address guard: an upstream on a private network is t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -57,6 +58,7 @@ class UpstreamConfig:
     max_concurrency: int = 10
     rate_per_s: float = 0.0  # calls started per second; 0 means no limit
     retry: RetryPolicy = DEFAULT_RETRY
+    read_only: tuple[str, ...] = ()  # "namespace.action" of the actions that change nothing
 
 
 class Pacer:
@@ -137,7 +139,7 @@ class Upstream:
             )
             await asyncio.sleep(delay)
             attempt, number = await self._attempt(call), number + 1
-        return self._reply(attempt, number)
+        return dataclasses.replace(self._reply(attempt, number), attempts=number)
 
     def _retry_delay(self, attempt: Attempt, number: int) -> float | None:
         return upstream_delay(

@@ -45,6 +45,21 @@ BATCH_NOT_COMPLETED = 24114
 RESULTS_NOT_FOUND = 24115
 TOO_MANY_JOBS = 24448
 
+# batchgate's own specific codes (docs/protocol.md §6): its extensions of the protocol.
+REPLAYED_REQUEST = 29001  # 401: the same signed request was already used to change something
+TOO_MANY_OPEN_BATCHES = 29010  # 429: the account's batches not yet finished are at its limit
+RESULTS_QUOTA = 29011  # 429: the account's results hold as many bytes as it may
+RATE_LIMITED = 29012  # 429: the account's requests per second
+REPOST_LIMIT = 29013  # 429: the batch was reposted as often as it may be within the hour
+SERVER_BUSY = 29014  # 429: the process holds as many request bodies as it may
+IDEMPOTENCY_CONFLICT = 29020  # 400: the Idempotency-Key was used before with another request
+JOB_CANCELLED = 29030  # a job's response (461): the batch was cancelled before the job ran
+JOB_TIMED_OUT = 29031  # a job's response (461): the action did not answer within its timeout
+DEPENDENCY_FAILED = 29032  # a job's response (461): a job it waits for failed
+REFERENCE_UNRESOLVED = 29033  # a job's response (461): a reference in its params finds nothing
+BATCH_FINISHED = 29040  # 400: cancel of a batch that has already finished
+NOTHING_TO_RETRY = 29041  # 400: restart of failed jobs only, and none failed
+
 
 class BatchgateError(Exception):
     """batchgate failed."""
@@ -129,6 +144,16 @@ class PayloadTooLarge(WireError):
     error_code = 413
 
 
+class TooManyRequests(WireError):
+    """Too many requests."""
+
+    error_code = 429
+
+    def __init__(self, message: str, *, specific_code: int, retry_after_s: float) -> None:
+        super().__init__(message, specific_code=specific_code)
+        self.retry_after_s = retry_after_s
+
+
 class FailedRequest(WireError):
     """The request failed."""
 
@@ -145,6 +170,15 @@ class InternalError(WireError):
     """Internal server error."""
 
     error_code = 500
+
+
+def job_error(message: str, specific_code: int) -> bytes:
+    """A job's response of batchgate's own making (a cancel, a timeout, a failed dependency): 461."""
+    return FailedRequest(message, specific_code=specific_code).to_json()
+
+
+NOT_RUN_CANCELLED = job_error("The batch was cancelled before this job ran", JOB_CANCELLED)
+STOPPED_CANCELLED = job_error("The batch was cancelled while this job ran", JOB_CANCELLED)
 
 
 def is_error_body(value: Any) -> bool:

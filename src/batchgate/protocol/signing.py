@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,53 +48,73 @@ def signature(secret: str, text: str) -> str:
 
 @dataclass(frozen=True)
 class SignedRequest:
-    """What the server needs of a request to authenticate it (header names in lower case)."""
+    """What the server needs of a request to authenticate it (header names in lower case); the body
+    is checked apart, once the headers have been (see `verify_headers`)."""
 
     method: str
     uri: str
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes = b""
+
+
+_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{40}")  # hex HMAC-SHA1
 
 
 def parse_authorization(value: str | None) -> tuple[str, str]:
-    """`IWS key:signature` -> (key, signature)."""
+    """`IWS key:signature` -> (key, signature); a key or signature of another shape is refused here,
+    before anything is looked up."""
     scheme, _, credentials = (value or "").strip().partition(" ")
     key, _, offered = credentials.strip().partition(":")
-    if scheme.upper() != "IWS" or not key or not offered:
+    if scheme.upper() != "IWS" or not _KEY.fullmatch(key) or not _SIGNATURE.fullmatch(offered):
         raise Unauthorized("Missing or malformed X-Api-Authorization header (expected 'IWS key:signature')")
-    return key, offered
+    return key, offered.lower()
 
 
-def verify(request: SignedRequest, *, secret: str, offered: str, now: datetime | None = None) -> None:
-    """Checks a request's body digest, signature and date; raises a WireError (401) when one is wrong.
-
-    `offered` is the signature from `parse_authorization`, `secret` the secret of its key.
-    """
-    body_md5 = content_md5(request.body)
-    if request.headers.get("content-md5", "").strip().lower() != body_md5:
-        raise Unauthorized("Content-MD5 does not match the request body")
+def verify_headers(
+    request: SignedRequest, *, secret: str, offered: str, now: datetime | None = None
+) -> datetime:
+    """Checks the signature and the date, from the headers alone: the signature covers the body
+    through its Content-MD5 header, which `verify_body` then holds the body to. Returns the date the
+    request was signed at; raises Unauthorized (StaleRequest for a date outside the window)."""
+    declared_md5 = request.headers.get("content-md5", "").strip().lower()
     ivvy_date = request.headers.get("ivvy-date")
     date = "" if ivvy_date is not None else request.headers.get("date", "")
     text = string_to_sign(
         method=request.method,
-        body_md5=body_md5,
+        body_md5=declared_md5,
         content_type=request.headers.get("content-type", ""),
         date=date,
         uri=request.uri,
         ivvy=ivvy_headers(request.headers),
     )
-    if not hmac.compare_digest(signature(secret, text), offered.lower()):
+    if not hmac.compare_digest(signature(secret, text).encode(), offered.lower().encode()):
         raise Unauthorized("Signature does not match")
-    _check_fresh(ivvy_date, date, now or datetime.now(UTC))
+    return _check_fresh(ivvy_date, date, now or datetime.now(UTC))
 
 
-def _check_fresh(ivvy_date: str | None, date: str, now: datetime) -> None:
+def verify_body(request: SignedRequest, body: bytes) -> None:
+    """Holds the body to the Content-MD5 the signature covered."""
+    if request.headers.get("content-md5", "").strip().lower() != content_md5(body):
+        raise Unauthorized("Content-MD5 does not match the request body")
+
+
+def verify(request: SignedRequest, *, secret: str, offered: str, now: datetime | None = None) -> datetime:
+    """Checks a whole request, its body included (`verify_headers`, then `verify_body`)."""
+    sent = verify_headers(request, secret=secret, offered=offered, now=now)
+    verify_body(request, request.body)
+    return sent
+
+
+def _check_fresh(ivvy_date: str | None, date: str, now: datetime) -> datetime:
     try:
         sent = parse_timestamp(ivvy_date) if ivvy_date is not None else parse_http_date(date)
-    except ValueError as exc:
+        late = abs(now - sent) > MAX_CLOCK_SKEW
+    except (ValueError, OverflowError) as exc:
         raise Unauthorized("Missing or malformed IVVY-Date or Date header") from exc
-    if abs(now - sent) > MAX_CLOCK_SKEW:
+    if late:
         raise StaleRequest()
+    return sent
 
 
 def sign_headers(

@@ -35,5 +35,10 @@ def parse_http_date(text: str) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+def format_unix(at: float | None) -> str | None:
+    """Unix seconds as the protocol's timestamp; None stays None."""
+    return None if at is None else format_timestamp(datetime.fromtimestamp(at, UTC))
+
+
 def now_timestamp() -> str:
     return format_timestamp(datetime.now(UTC))

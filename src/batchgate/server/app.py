@@ -12,28 +12,36 @@ from typing import Any
 import orjson
 
 from batchgate.actions import ActionContext, App, Reply
+from batchgate.batches import Caller, replayed
 from batchgate.protocol.errors import (
     BadRequest,
     BatchgateError,
     InternalError,
     MethodNotAllowed,
     NotFound,
+    TooManyRequests,
     WireError,
 )
 from batchgate.protocol.paths import API_VERSION
+from batchgate.protocol.signing import verify_body
 from batchgate.server.envelope import (
+    Authenticated,
+    BodyBudget,
     Receive,
     Request,
     Scope,
     Send,
+    SlowBody,
     authenticate,
     parse_params,
     read_body,
     respond,
 )
 from batchgate.server.keys import KeyCache
+from batchgate.server.limits import RateLimiter
 from batchgate.service import Service
 from batchgate.settings import Settings
+from batchgate.store.base import RequestId
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +52,35 @@ class Api:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.keys = KeyCache(service.store, ttl_s=service.settings.key_cache_s)
+        settings = service.settings
+        self.keys = KeyCache(service.store, ttl_s=settings.key_cache_s)
+        self.rate = RateLimiter(settings.rate_limit)
+        self.bodies = BodyBudget(settings.max_body_memory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            status, body = await self.answer(scope, receive)
-            await respond(send, status, body)
+            await self.answer(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        """The status and JSON body of one HTTP request: never raises, never a traceback."""
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers one HTTP request with a JSON body: never raises, never a traceback."""
         request = Request.of(scope)
         try:
             answer = await self._route(request, receive)
         except WireError as exc:
-            return exc.error_code, exc.to_json()
+            retry_after = exc.retry_after_s if isinstance(exc, TooManyRequests) else None
+            close = isinstance(exc, SlowBody)
+            await respond(send, exc.error_code, exc.to_json(), retry_after_s=retry_after, close=close)
+            return
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
-            return InternalError.error_code, InternalError().to_json()
+            await respond(send, InternalError.error_code, InternalError().to_json())
+            return
         if isinstance(answer, Reply):
-            return answer.status, answer.body
-        return 200, orjson.dumps(answer)
+            await respond(send, answer.status, answer.body)
+        else:
+            await respond(send, 200, orjson.dumps(answer))
 
     async def _route(self, request: Request, receive: Receive) -> Any:
         if request.path == "/healthz":
@@ -83,15 +98,41 @@ class Api:
         return await self._call(request, receive, namespace, action)
 
     async def _call(self, request: Request, receive: Receive, namespace: str, action: str) -> Any:
-        body = await read_body(request, receive, self.service.settings.max_body_bytes)
-        api_key = await authenticate(request, body, self.keys)
-        params = parse_params(body)
-        if namespace == "batch":
-            return await self.service.batches.handle(api_key, action, params)
+        auth = await authenticate(request, self.keys)  # before any of the body is read
+        self.rate.check(auth.api_key.account)
+        settings = self.service.settings
+        async with read_body(
+            request,
+            receive,
+            limit=settings.max_body_bytes,
+            min_rate=settings.body_min_rate,
+            budget=self.bodies,
+        ) as body:
+            verify_body(request.signed, body)
+            params = parse_params(body)
+            request_id = RequestId(auth.api_key.key, auth.signature, auth.replayable_until)
+            if namespace == "batch":
+                caller = Caller(auth.api_key, request_id, request.headers.get("idempotency-key"))
+                return await self.service.batches.handle(caller, action, params)
+            return await self._direct(auth, request, request_id, namespace, action, params)
+
+    async def _direct(
+        self,
+        auth: Authenticated,
+        request: Request,
+        request_id: RequestId,
+        namespace: str,
+        action: str,
+        params: Any,
+    ) -> Reply:
+        """A direct call of an action. One that may change something runs once per signed request."""
         if not isinstance(params, dict):
             raise BadRequest("The request body must be a JSON object")
-        ctx = ActionContext(account=api_key.account, client_key=request.headers.get("idempotency-key"))
-        return await self.service.app.reply(namespace, action, params, ctx)
+        app = self.service.app
+        if not app.read_only(namespace, action) and not await self.service.store.first_use(request_id):
+            raise replayed()
+        ctx = ActionContext(account=auth.api_key.account, client_key=request.headers.get("idempotency-key"))
+        return await app.reply(namespace, action, params, ctx)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

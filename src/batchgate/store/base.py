@@ -1,5 +1,5 @@
-"""The store contract. Public methods own ids, timestamps and state transitions; the backends
-implement only the small `_hooks` below them.
+"""The store contract. Public methods own ids, timestamps, secrets at rest and state transitions;
+the backends implement only the small `_hooks` below them.
 
     StoreError
      └── StoreUnavailable    the database could not be reached or refused the write
@@ -9,12 +9,16 @@ Drivers' exceptions never leave a backend: each translates them into these.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
+from batchgate import webhooks
 from batchgate.models import (
     ApiKey,
     Attempt,
@@ -22,12 +26,15 @@ from batchgate.models import (
     BatchStatus,
     Delivery,
     DeliveryStatus,
+    Finished,
+    JobOutcome,
     JobResult,
     JobSpec,
     Lease,
     Recorded,
 )
 from batchgate.protocol.errors import BatchgateError
+from batchgate.vault import Vault
 
 
 class StoreError(BatchgateError):
@@ -43,29 +50,145 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+BATCH_COLUMNS = 16  # what every backend selects for a Batch, in the model's order
+
+
 def batch_from_row(row: Sequence[Any]) -> Batch:
-    """A Batch from the columns every backend's `get_batch` selects, in the model's order."""
-    batch_id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at = row
-    return Batch(
-        id=batch_id,
+    """A Batch from the columns every backend selects for one (BATCH_COLUMNS), in the model's order."""
+    values = list(row[:BATCH_COLUMNS])
+    values[6] = BatchStatus(values[6])
+    return Batch(*values)
+
+
+def job_result_from_row(row: Sequence[Any]) -> JobResult:
+    """(namespace, action, params as run, response, outcome)."""
+    namespace, action, params, response, outcome = row
+    return JobResult(namespace, action, params, response, outcome and JobOutcome(outcome))
+
+
+def lease_from_rows(batch: Sequence[Any], jobs: Sequence[Sequence[Any]]) -> Lease:
+    """A Lease from the claimed batch (id, account, callback_url, run, token, job_count,
+    concurrency, cancel requested) and every one of its jobs (idx, namespace, action, params,
+    key, depends_on as a JSON array or None, outcome)."""
+    batch_id, account, callback_url, run, token, job_count, concurrency, cancel_requested = batch
+    pending, outcomes, keys = {}, {}, {}
+    for index, namespace, action, params, key, depends_on, outcome in jobs:
+        if key is not None:
+            keys[key] = index
+        if outcome is None:
+            waits = tuple(json.loads(depends_on)) if depends_on else ()
+            pending[index] = JobSpec(namespace, action, params, key, waits)
+        else:
+            outcomes[index] = JobOutcome(outcome)
+    return Lease(
+        batch_id=batch_id,
         account=account,
-        key=key,
         callback_url=callback_url,
-        job_count=job_count,
-        done_count=done_count,
-        status=BatchStatus(status),
         run=run,
-        created_at=created_at,
-        completed_at=completed_at,
+        token=token,
+        job_count=job_count,
+        jobs=pending,
+        outcomes=outcomes,
+        keys=keys,
+        concurrency=concurrency,
+        cancel_requested=bool(cancel_requested),
     )
+
+
+def delivery_from_row(row: Sequence[Any], token: str) -> Delivery:
+    """(id, batch_id, url, body, attempts, destination, webhook secret, API secret, the previous
+    webhook secret while it still signs): a key made before webhook secrets signs with its API
+    secret."""
+    delivery_id, batch_id, url, body, attempts, destination, webhook_secret, secret, previous = row
+    signing = (webhook_secret or secret, *([previous] if previous else []))
+    return Delivery(
+        id=delivery_id,
+        batch_id=batch_id,
+        url=url,
+        secrets=signing,
+        attempts=attempts,
+        token=token,
+        body=None if body is None else bytes(body),
+        destination=destination,
+    )
+
+
+def delivery_state_from_row(row: Sequence[Any]) -> DeliveryState:
+    """(status, attempts, next_at, the last attempt's HTTP status)."""
+    status, attempts, next_at, last_status = row
+    pending = status == DeliveryStatus.PENDING
+    return DeliveryState(DeliveryStatus(status), attempts, last_status, next_at if pending else None)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestId:
+    """Names a signed request that changes state, which it may do once: the key and the signature
+    (which covers the date) identify it, and it is remembered until `expires_at`, when its date
+    has left the window in which it would be accepted at all."""
+
+    key: str
+    signature: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An Idempotency-Key of `run`, per account, with a fingerprint of the request it came with."""
+
+    key: str
+    fingerprint: str
+    expires_at: float
+
+
+class SubmitOutcome(Enum):
+    CREATED = "created"
+    REPEATED = "repeated"  # the same signed request, or the same Idempotency-Key and body: the first batch
+    CONFLICT = "conflict"  # the Idempotency-Key was used with another body
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    outcome: SubmitOutcome
+    batch_id: str | None  # the batch made (or made before); None on a conflict
+
+
+class Change(Enum):
+    """What a state-changing call on a batch did."""
+
+    DONE = "done"
+    REPLAYED = "replayed"  # the same signed request was seen before: nothing changed this time
+    FINISHED = "finished"  # cancel: the batch had already finished
+    REQUESTED = "requested"  # cancel: its worker is asked to stop it
+    NOTHING = "nothing"  # restart of failed jobs only: none had failed
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What an account holds: batches not yet finished, and bytes of results."""
+
+    open_batches: int
+    result_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """The newest delivery of a batch's callback, as `status` reports it."""
+
+    status: DeliveryStatus
+    attempts: int
+    last_status: int | None
+    next_attempt_at: float | None
 
 
 class Store(ABC):
     """Keys, batches with their jobs, and the callback outbox."""
 
-    def __init__(self, *, result_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, result_ttl_s: float, clock: Callable[[], float] = time.time, vault: Vault | None = None
+    ) -> None:
         self.result_ttl_s = result_ttl_s
         self.clock = clock
+        self.vault = vault or Vault()
 
     # lifecycle -------------------------------------------------------------
     @abstractmethod
@@ -75,8 +198,15 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
-    async def listen(self, *, on_batches: Callable[[], None], on_deliveries: Callable[[], None]) -> None:
-        """Calls back when another process queues work; a backend without notifications relies on polling."""
+    async def listen(
+        self,
+        *,
+        on_batches: Callable[[], None],
+        on_deliveries: Callable[[], None],
+        on_cancel: Callable[[str], None],
+    ) -> None:
+        """Calls back when another process queues work or asks a batch to stop; a backend without
+        notifications relies on polling and on the workers' heartbeats."""
         return None
 
     # keys ------------------------------------------------------------------
@@ -86,18 +216,26 @@ class Store(ABC):
             secret=secrets.token_urlsafe(32),
             account=account,
             created_at=self.clock(),
+            webhook_secret=webhooks.new_secret(),
         )
-        await self._insert_key(api_key)
+        await self._insert_key(self._sealed(api_key))
         return api_key
 
     @abstractmethod
     async def _insert_key(self, api_key: ApiKey) -> None: ...
 
-    @abstractmethod
-    async def get_key(self, key: str) -> ApiKey | None: ...
+    async def get_key(self, key: str) -> ApiKey | None:
+        found = await self._get_key(key)
+        return None if found is None else self._opened(found)
 
     @abstractmethod
-    async def list_keys(self) -> list[ApiKey]: ...
+    async def _get_key(self, key: str) -> ApiKey | None: ...
+
+    async def list_keys(self) -> list[ApiKey]:
+        return [self._opened(api_key) for api_key in await self._list_keys()]
+
+    @abstractmethod
+    async def _list_keys(self) -> list[ApiKey]: ...
 
     async def revoke_key(self, key: str) -> bool:
         """Revokes a key; False when there is no such active key."""
@@ -106,9 +244,79 @@ class Store(ABC):
     @abstractmethod
     async def _revoke_key(self, key: str, now: float) -> bool: ...
 
+    async def rotate_webhook_secret(self, key: str, *, overlap_s: float) -> ApiKey | None:
+        """Gives an active key a new webhook secret; the one before keeps signing callbacks beside
+        it for `overlap_s`, so receivers can switch without losing one. None: no such active key."""
+        found = await self.get_key(key)
+        if found is None or found.revoked_at is not None:
+            return None
+        now = self.clock()
+        rotated = replace(
+            found,
+            webhook_secret=webhooks.new_secret(),
+            webhook_secret_previous=found.webhook_secret or found.secret,
+            webhook_previous_until=now + overlap_s,
+        )
+        await self._update_webhook_secrets(self._sealed(rotated))
+        return rotated
+
+    @abstractmethod
+    async def _update_webhook_secrets(self, api_key: ApiKey) -> None: ...
+
+    async def reseal_secrets(self) -> int:
+        """Writes every key's secrets again under the vault's newest key (rotating the server key,
+        or encrypting secrets stored before one was set); returns how many keys."""
+        keys = await self.list_keys()
+        for api_key in keys:
+            await self._update_secrets(self._sealed(api_key))
+        return len(keys)
+
+    @abstractmethod
+    async def _update_secrets(self, api_key: ApiKey) -> None: ...
+
+    def _sealed(self, api_key: ApiKey) -> ApiKey:
+        seal = self.vault.seal
+        return replace(
+            api_key,
+            secret=seal(api_key.secret),
+            webhook_secret=api_key.webhook_secret and seal(api_key.webhook_secret),
+            webhook_secret_previous=api_key.webhook_secret_previous and seal(api_key.webhook_secret_previous),
+        )
+
+    def _opened(self, api_key: ApiKey) -> ApiKey:
+        unseal = self.vault.unseal
+        return replace(
+            api_key,
+            secret=unseal(api_key.secret),
+            webhook_secret=api_key.webhook_secret and unseal(api_key.webhook_secret),
+            webhook_secret_previous=api_key.webhook_secret_previous
+            and unseal(api_key.webhook_secret_previous),
+        )
+
+    # replays -----------------------------------------------------------------
+    async def first_use(self, request: RequestId) -> bool:
+        """Notes a signed request that is about to change state outside the store (a direct call of
+        an action); False when it was seen before."""
+        return await self._first_use(request)
+
+    @abstractmethod
+    async def _first_use(self, request: RequestId) -> bool: ...
+
     # batches, as the API sees them -----------------------------------------
-    async def submit(self, api_key: ApiKey, jobs: Sequence[JobSpec], callback_url: str | None) -> Batch:
-        """Commits a batch and all its jobs in one transaction and returns it, queued."""
+    async def submit(
+        self,
+        api_key: ApiKey,
+        jobs: Sequence[JobSpec],
+        callback_url: str | None,
+        *,
+        concurrency: int = 1,
+        destination: str | None = None,
+        request: RequestId | None = None,
+        idempotency: IdempotencyClaim | None = None,
+    ) -> Submitted:
+        """Commits a batch and all its jobs in one transaction, queued; or, for a request seen
+        before (the same signed request, or the same Idempotency-Key and body), nothing: the
+        answer names the batch it made. `destination` is the callback's host:port."""
         batch = Batch(
             id=new_id(),
             account=api_key.account,
@@ -119,12 +327,19 @@ class Store(ABC):
             status=BatchStatus.QUEUED,
             run=1,
             created_at=self.clock(),
+            concurrency=concurrency,
         )
-        await self._insert_batch(batch, jobs)
-        return batch
+        return await self._insert_batch(batch, jobs, destination, request, idempotency)
 
     @abstractmethod
-    async def _insert_batch(self, batch: Batch, jobs: Sequence[JobSpec]) -> None: ...
+    async def _insert_batch(
+        self,
+        batch: Batch,
+        jobs: Sequence[JobSpec],
+        destination: str | None,
+        request: RequestId | None,
+        idempotency: IdempotencyClaim | None,
+    ) -> Submitted: ...
 
     async def get_batch(self, account: str, batch_id: str) -> Batch | None:
         """The account's batch, or None when it does not exist, is another's, or has expired."""
@@ -133,83 +348,170 @@ class Store(ABC):
     @abstractmethod
     async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None: ...
 
+    async def list_batches(
+        self, account: str, *, status: BatchStatus | None, limit: int, before: tuple[float, str] | None
+    ) -> list[Batch]:
+        """The account's batches that have not expired, newest first: at most `limit`, those created
+        before `before` (the (created_at, id) of the last one a previous page ended with)."""
+        return await self._list_batches(account, status, limit, before, self.clock())
+
+    @abstractmethod
+    async def _list_batches(
+        self,
+        account: str,
+        status: BatchStatus | None,
+        limit: int,
+        before: tuple[float, str] | None,
+        now: float,
+    ) -> list[Batch]: ...
+
     @abstractmethod
     async def job_results(self, batch_id: str) -> list[JobResult]:
-        """Every job of a batch in order, with its response (None while it has not run)."""
-
-    async def restart(self, batch: Batch) -> None:
-        """Queues every job of the batch to run again; a worker running it loses its lease, and a
-        callback still waiting to be sent for the previous run is superseded by the next run's."""
-        await self._restart(batch.id)
+        """Every job of a batch in order: its params as run, and its response and outcome (None
+        while it has not run)."""
 
     @abstractmethod
-    async def _restart(self, batch_id: str) -> None: ...
+    async def delivery_state(self, batch_id: str) -> DeliveryState | None:
+        """The newest callback delivery of a batch, or None when it has had none."""
 
-    async def repost(self, batch: Batch) -> bool:
-        """Queues a new delivery (a new webhook-id) of a complete batch's results; False when the
-        batch has no callback URL."""
+    async def usage(self, account: str) -> Usage:
+        """What the account holds now."""
+        return await self._usage(account, self.clock())
+
+    @abstractmethod
+    async def _usage(self, account: str, now: float) -> Usage: ...
+
+    async def restart(
+        self, batch: Batch, *, failed_only: bool = False, request: RequestId | None = None
+    ) -> Change:
+        """Queues the batch's jobs to run again (with `failed_only`, only those that failed or were
+        cancelled, keeping the others' results) as a new run. A worker running it loses its lease,
+        and a callback still waiting to be sent for the run before is superseded by the new run's."""
+        return await self._restart(batch.id, failed_only, request)
+
+    @abstractmethod
+    async def _restart(self, batch_id: str, failed_only: bool, request: RequestId | None) -> Change: ...
+
+    async def repost(self, batch: Batch, *, request: RequestId | None = None) -> Change:
+        """Queues a new delivery (a new webhook-id) of a finished batch's results, which it reads when
+        it is sent: nothing is copied. NOTHING when the batch has no callback URL."""
         if not batch.callback_url:
-            return False
-        await self._insert_delivery(new_id(), batch.id, self.clock())
-        return True
+            return Change.NOTHING
+        return await self._insert_delivery(new_id(), batch.id, self.clock(), request)
 
     @abstractmethod
-    async def _insert_delivery(self, delivery_id: str, batch_id: str, now: float) -> None: ...
+    async def _insert_delivery(
+        self, delivery_id: str, batch_id: str, now: float, request: RequestId | None
+    ) -> Change: ...
+
+    async def recent_reposts(self, batch_id: str, *, since: float) -> list[float]:
+        """When the batch's deliveries were queued since `since`, oldest first."""
+        return await self._recent_deliveries(batch_id, since)
+
+    @abstractmethod
+    async def _recent_deliveries(self, batch_id: str, since: float) -> list[float]: ...
+
+    async def cancel(self, batch: Batch, *, cancelled: bytes, request: RequestId | None = None) -> Change:
+        """Cancels a batch. One that no worker holds finishes at once: each job not yet run is
+        answered `cancelled` (a wire error body) and the callback is queued. One a worker holds is
+        marked, and its worker stops it (REQUESTED). FINISHED: it had already finished."""
+        now = self.clock()
+        delivery_id = new_id() if batch.callback_url else None
+        return await self._cancel(
+            batch.id, cancelled.decode(), now, now + self.result_ttl_s, delivery_id, request
+        )
+
+    @abstractmethod
+    async def _cancel(
+        self,
+        batch_id: str,
+        cancelled: str,
+        now: float,
+        expires_at: float,
+        delivery_id: str | None,
+        request: RequestId | None,
+    ) -> Change: ...
 
     # batches, as the worker sees them --------------------------------------
     async def claim_batches(self, owner: str, *, limit: int, lease_s: float) -> list[Lease]:
-        """Leases up to `limit` runnable batches: queued ones, and running ones whose lease expired."""
+        """Leases up to `limit` runnable batches, oldest first: queued ones, and running ones whose
+        lease expired. Each lease holds the jobs not yet finished."""
         return await self._claim_batches(owner, limit, self.clock(), lease_s)
 
     @abstractmethod
     async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]: ...
 
     async def record(
-        self, lease: Lease, first: int, responses: Sequence[bytes], *, lease_s: float
+        self, lease: Lease, finished: Sequence[Finished], *, done: int, lease_s: float
     ) -> Recorded:
-        """Records the responses of jobs `first`, `first + 1`, ... under the lease.
+        """Records finished jobs under the lease; `done` is how many of the batch's jobs have then
+        finished, these included.
 
-        The record that brings the batch to its last job completes it: the batch's results expire
+        The record that finishes the batch's last job completes it: its results expire
         `result_ttl_s` later, and its callback is queued in the same transaction. Any other record
-        renews the lease. Nothing is written when the lease was lost (the batch was restarted, or
-        its lease expired and another worker took it)."""
-        texts = [response.decode() for response in responses]
+        renews the lease, and says whether the client has asked to cancel the batch. Nothing is
+        written when the lease was lost (the batch was restarted, or its lease expired and another
+        worker took it)."""
         now = self.clock()
-        if first + len(texts) < lease.job_count:
-            advanced = await self._advance(lease, first, texts, until=now + lease_s)
-            return Recorded.ADVANCED if advanced else Recorded.LOST
+        if done < lease.job_count:
+            return await self._advance(lease, finished, until=now + lease_s)
         delivery_id = new_id() if lease.callback_url else None
         completed = await self._complete(
-            lease, first, texts, now=now, expires_at=now + self.result_ttl_s, delivery_id=delivery_id
+            lease,
+            finished,
+            cancelled=None,
+            status=BatchStatus.COMPLETE,
+            now=now,
+            expires_at=now + self.result_ttl_s,
+            delivery_id=delivery_id,
         )
         return Recorded.COMPLETED if completed else Recorded.LOST
 
+    async def finish_cancelled(self, lease: Lease, finished: Sequence[Finished], *, cancelled: bytes) -> bool:
+        """Records the jobs that finished, answers every other one `cancelled`, and finishes the
+        batch as cancelled, queuing its callback; False when the lease was lost."""
+        now = self.clock()
+        return await self._complete(
+            lease,
+            finished,
+            cancelled=cancelled.decode(),
+            status=BatchStatus.CANCELLED,
+            now=now,
+            expires_at=now + self.result_ttl_s,
+            delivery_id=new_id() if lease.callback_url else None,
+        )
+
     @abstractmethod
-    async def _advance(self, lease: Lease, first: int, responses: list[str], *, until: float) -> bool:
-        """Writes the responses and moves the lease to `until`, fenced by the lease token."""
+    async def _advance(self, lease: Lease, finished: Sequence[Finished], *, until: float) -> Recorded:
+        """Writes the finished jobs and moves the lease to `until`, fenced by the lease token:
+        LOST, ADVANCED or CANCEL_REQUESTED."""
 
     @abstractmethod
     async def _complete(
         self,
         lease: Lease,
-        first: int,
-        responses: list[str],
+        finished: Sequence[Finished],
         *,
+        cancelled: str | None,
+        status: BatchStatus,
         now: float,
         expires_at: float,
         delivery_id: str | None,
     ) -> bool:
-        """Writes the last responses, completes the batch at `now` with its results readable until
+        """Writes the finished jobs (and, given `cancelled`, that body for every job still without a
+        response), finishes the batch with `status` at `now`, its results readable until
         `expires_at`, drops the lease and, given `delivery_id`, queues the callback; one
         transaction, fenced by the lease token."""
 
-    async def renew(self, tokens: Sequence[str], *, lease_s: float) -> None:
-        """Extends the leases that are still held."""
-        if tokens:
-            await self._renew(tokens, self.clock() + lease_s)
+    async def renew(self, tokens: Sequence[str], *, lease_s: float) -> list[str]:
+        """Extends the leases that are still held; returns the batches among them whose client has
+        asked to cancel them."""
+        if not tokens:
+            return []
+        return await self._renew(tokens, self.clock() + lease_s)
 
     @abstractmethod
-    async def _renew(self, tokens: Sequence[str], until: float) -> None: ...
+    async def _renew(self, tokens: Sequence[str], until: float) -> list[str]: ...
 
     async def release(self, tokens: Sequence[str]) -> None:
         """Gives leases up at once (on shutdown), so their batches are claimed again without waiting."""
@@ -217,12 +519,22 @@ class Store(ABC):
             await self._renew(tokens, 0.0)
 
     # the callback outbox ---------------------------------------------------
-    async def claim_deliveries(self, *, limit: int, lease_s: float) -> list[Delivery]:
-        """Leases up to `limit` pending deliveries that are due."""
-        return await self._claim_deliveries(limit, self.clock(), lease_s)
+    async def claim_deliveries(
+        self, *, limit: int, lease_s: float, skip: Sequence[str] = (), per_destination: int = 1_000_000
+    ) -> list[Delivery]:
+        """Leases up to `limit` pending deliveries that are due, oldest first, passing over those to
+        the destinations (host:port) in `skip`, and taking at most `per_destination` to any one."""
+        now = self.clock()
+        return [
+            replace(delivery, secrets=tuple(self.vault.unseal(secret) for secret in delivery.secrets))
+            for delivery in await self._claim_deliveries(limit, now, lease_s, list(skip), per_destination)
+        ]
 
     @abstractmethod
-    async def _claim_deliveries(self, limit: int, now: float, lease_s: float) -> list[Delivery]: ...
+    async def _claim_deliveries(
+        self, limit: int, now: float, lease_s: float, skip: list[str], per_destination: int
+    ) -> list[Delivery]:
+        """The deliveries, each with the secrets that sign it now (sealed, as stored)."""
 
     async def finish_attempt(
         self, delivery: Delivery, attempt: Attempt, retry_in_s: float | None, final: DeliveryStatus
@@ -238,6 +550,14 @@ class Store(ABC):
         self, delivery: Delivery, attempt: Attempt, status: DeliveryStatus, next_at: float | None
     ) -> None: ...
 
+    async def postpone(self, delivery: Delivery, *, until: float) -> None:
+        """Hands a leased delivery back, due at `until`, without counting an attempt (its destination
+        is backed off)."""
+        await self._postpone(delivery, until)
+
+    @abstractmethod
+    async def _postpone(self, delivery: Delivery, until: float) -> None: ...
+
     @abstractmethod
     async def next_delivery_at(self) -> float | None:
         """When the earliest pending delivery is due, or None when there is none."""
@@ -248,7 +568,8 @@ class Store(ABC):
 
     # housekeeping ----------------------------------------------------------
     async def purge(self) -> int:
-        """Deletes batches whose results have expired; returns how many."""
+        """Deletes batches whose results have expired, and the replay and idempotency records whose
+        time has passed; returns how many batches."""
         return await self._purge(self.clock())
 
     @abstractmethod

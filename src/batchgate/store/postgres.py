@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -21,14 +22,34 @@ from batchgate.models import (
     ApiKey,
     Attempt,
     Batch,
+    BatchStatus,
     Delivery,
     DeliveryStatus,
+    Finished,
+    JobOutcome,
     JobResult,
     JobSpec,
     Lease,
+    Recorded,
 )
 from batchgate.store import sql
-from batchgate.store.base import Store, StoreUnavailable, batch_from_row
+from batchgate.store.base import (
+    Change,
+    DeliveryState,
+    IdempotencyClaim,
+    RequestId,
+    Store,
+    StoreUnavailable,
+    SubmitOutcome,
+    Submitted,
+    Usage,
+    batch_from_row,
+    delivery_from_row,
+    delivery_state_from_row,
+    job_result_from_row,
+    lease_from_rows,
+)
+from batchgate.vault import Vault
 
 
 class MissingDriver(ImportError):
@@ -47,6 +68,7 @@ log = logging.getLogger(__name__)
 
 BATCHES_CHANNEL = "batchgate_batches"  # the channels queries.sql notifies
 DELIVERIES_CHANNEL = "batchgate_deliveries"
+CANCELS_CHANNEL = "batchgate_cancels"
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,  # the server refused: constraint, shutdown, deadlock...
     asyncpg.InterfaceError,  # the connection or the pool is closed
@@ -76,11 +98,12 @@ class PostgresStore(Store):
         *,
         result_ttl_s: float,
         clock: Callable[[], float] | None = None,
+        vault: Vault | None = None,
         pool_size: int = 10,
         command_timeout_s: float = 30.0,
         listen_check_s: float = 15.0,
     ) -> None:
-        super().__init__(result_ttl_s=result_ttl_s, clock=clock or self._database_time)
+        super().__init__(result_ttl_s=result_ttl_s, clock=clock or self._database_time, vault=vault)
         # Until the first reading of the database's clock: this host's own.
         self._offset = time.time() - time.monotonic()
         self._synced_at = -CLOCK_SYNC_S
@@ -158,12 +181,23 @@ class PostgresStore(Store):
             self._pool = None
 
     @wrap_exceptions
-    async def listen(self, *, on_batches: Callable[[], None], on_deliveries: Callable[[], None]) -> None:
+    async def listen(
+        self,
+        *,
+        on_batches: Callable[[], None],
+        on_deliveries: Callable[[], None],
+        on_cancel: Callable[[str], None],
+    ) -> None:
         if self._listener is not None:
             await self._listener.close()
         self._listener = Listener(
             self.url,
-            {BATCHES_CHANNEL: on_batches, DELIVERIES_CHANNEL: on_deliveries},
+            {
+                BATCHES_CHANNEL: lambda _payload: on_batches(),
+                DELIVERIES_CHANNEL: lambda _payload: on_deliveries(),
+                CANCELS_CHANNEL: on_cancel,
+            },
+            on_reconnect=(on_batches, on_deliveries),
             check_s=self.listen_check_s,
         )
         await self._listener.start()
@@ -172,27 +206,64 @@ class PostgresStore(Store):
     @wrap_exceptions
     async def _insert_key(self, api_key: ApiKey) -> None:
         await self._pool.execute(
-            Q["insert_key"], api_key.key, api_key.secret, api_key.account, api_key.created_at
+            Q["insert_key"],
+            api_key.key,
+            api_key.secret,
+            api_key.account,
+            api_key.created_at,
+            api_key.webhook_secret,
         )
 
     @wrap_exceptions
-    async def get_key(self, key: str) -> ApiKey | None:
+    async def _get_key(self, key: str) -> ApiKey | None:
         row = await self._pool.fetchrow(Q["get_key"], key)
         return ApiKey(*row) if row else None
 
     @wrap_exceptions
-    async def list_keys(self) -> list[ApiKey]:
+    async def _list_keys(self) -> list[ApiKey]:
         return [ApiKey(*row) for row in await self._pool.fetch(Q["list_keys"])]
 
     @wrap_exceptions
     async def _revoke_key(self, key: str, now: float) -> bool:
         return await self._pool.fetchval(Q["revoke_key"], key, now) is not None
 
+    @wrap_exceptions
+    async def _update_webhook_secrets(self, api_key: ApiKey) -> None:
+        await self._pool.execute(
+            Q["update_webhook_secrets"],
+            api_key.key,
+            api_key.webhook_secret,
+            api_key.webhook_secret_previous,
+            api_key.webhook_previous_until,
+        )
+
+    @wrap_exceptions
+    async def _update_secrets(self, api_key: ApiKey) -> None:
+        await self._pool.execute(
+            Q["update_secrets"],
+            api_key.key,
+            api_key.secret,
+            api_key.webhook_secret,
+            api_key.webhook_secret_previous,
+        )
+
+    # replays ---------------------------------------------------------------
+    @wrap_exceptions
+    async def _first_use(self, request: RequestId) -> bool:
+        noted = await self._pool.fetchval(Q["note_request"], *_request(request), None)
+        return noted is not None
+
     # batches ---------------------------------------------------------------
     @wrap_exceptions
-    async def _insert_batch(self, batch: Batch, jobs: Sequence[JobSpec]) -> None:
-        await self._pool.execute(
-            Q["insert_batch"],
+    async def _insert_batch(
+        self,
+        batch: Batch,
+        jobs: Sequence[JobSpec],
+        destination: str | None,
+        request: RequestId | None,
+        idempotency: IdempotencyClaim | None,
+    ) -> Submitted:
+        args = (
             batch.id,
             batch.account,
             batch.key,
@@ -201,10 +272,48 @@ class PostgresStore(Store):
             batch.status.value,
             batch.run,
             batch.created_at,
+            batch.concurrency,
+            destination,
             [job.namespace for job in jobs],
             [job.action for job in jobs],
             [job.params for job in jobs],
+            [job.key for job in jobs],
+            [json.dumps(list(job.depends_on)) if job.depends_on else None for job in jobs],
+            *(_request(request) if request else (None, None, None)),
         )
+        if idempotency is None:
+            if await self._pool.fetchval(Q["insert_batch"], *args) is not None:
+                return Submitted(SubmitOutcome.CREATED, batch.id)
+            return Submitted(SubmitOutcome.REPEATED, await self._seen_batch(self._pool, request))
+        async with self._pool.acquire() as conn, conn.transaction():
+            if request is not None and (seen := await self._seen_batch(conn, request)):
+                return Submitted(SubmitOutcome.REPEATED, seen)
+            claimed = await conn.fetchval(
+                Q["claim_idempotency_key"],
+                batch.account,
+                idempotency.key,
+                idempotency.fingerprint,
+                batch.id,
+                idempotency.expires_at,
+            )
+            if claimed is None:
+                fingerprint, batch_id = await conn.fetchrow(
+                    Q["idempotency_key"], batch.account, idempotency.key
+                )
+                if fingerprint != idempotency.fingerprint:
+                    return Submitted(SubmitOutcome.CONFLICT, None)
+                if request is not None:
+                    await conn.fetchval(Q["note_request"], *_request(request), batch_id)
+                return Submitted(SubmitOutcome.REPEATED, batch_id)
+            await conn.fetchval(Q["insert_batch"], *args)
+            return Submitted(SubmitOutcome.CREATED, batch.id)
+
+    @staticmethod
+    async def _seen_batch(conn: Any, request: RequestId | None) -> str | None:
+        if request is None:
+            return None
+        batch_id: str | None = await conn.fetchval(Q["seen_request"], request.key, request.signature)
+        return batch_id
 
     @wrap_exceptions
     async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None:
@@ -212,67 +321,140 @@ class PostgresStore(Store):
         return batch_from_row(row) if row else None
 
     @wrap_exceptions
+    async def _list_batches(
+        self,
+        account: str,
+        status: BatchStatus | None,
+        limit: int,
+        before: tuple[float, str] | None,
+        now: float,
+    ) -> list[Batch]:
+        rows = await self._pool.fetch(
+            Q["list_batches"],
+            account,
+            now,
+            status and status.value,
+            limit,
+            *(before or (None, None)),
+        )
+        return [batch_from_row(row) for row in rows]
+
+    @wrap_exceptions
     async def job_results(self, batch_id: str) -> list[JobResult]:
-        return [JobResult(*row) for row in await self._pool.fetch(Q["job_results"], batch_id)]
+        return [job_result_from_row(row) for row in await self._pool.fetch(Q["job_results"], batch_id)]
 
     @wrap_exceptions
-    async def _restart(self, batch_id: str) -> None:
-        await self._pool.execute(Q["restart_batch"], batch_id)
+    async def delivery_state(self, batch_id: str) -> DeliveryState | None:
+        row = await self._pool.fetchrow(Q["newest_delivery"], batch_id)
+        return delivery_state_from_row(row) if row else None
 
     @wrap_exceptions
-    async def _insert_delivery(self, delivery_id: str, batch_id: str, now: float) -> None:
-        await self._pool.execute(Q["insert_delivery"], delivery_id, batch_id, now)
+    async def _usage(self, account: str, now: float) -> Usage:
+        open_batches, result_bytes = await self._pool.fetchrow(Q["usage"], account, now)
+        return Usage(open_batches, result_bytes)
+
+    @wrap_exceptions
+    async def _restart(self, batch_id: str, failed_only: bool, request: RequestId | None) -> Change:
+        noted, restarted = await self._pool.fetchrow(
+            Q["restart_batch"], batch_id, *(_request(request) if request else (None, None, None)), failed_only
+        )
+        if not noted:
+            return Change.REPLAYED
+        return Change.DONE if restarted else Change.NOTHING
+
+    @wrap_exceptions
+    async def _insert_delivery(
+        self, delivery_id: str, batch_id: str, now: float, request: RequestId | None
+    ) -> Change:
+        noted, _ = await self._pool.fetchrow(
+            Q["insert_delivery"],
+            delivery_id,
+            batch_id,
+            now,
+            *(_request(request) if request else (None, None, None)),
+        )
+        return Change.DONE if noted else Change.REPLAYED
+
+    @wrap_exceptions
+    async def _recent_deliveries(self, batch_id: str, since: float) -> list[float]:
+        return [row[0] for row in await self._pool.fetch(Q["recent_deliveries"], batch_id, since)]
+
+    @wrap_exceptions
+    async def _cancel(
+        self,
+        batch_id: str,
+        cancelled: str,
+        now: float,
+        expires_at: float,
+        delivery_id: str | None,
+        request: RequestId | None,
+    ) -> Change:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if (
+                request is not None
+                and await conn.fetchval(Q["note_request"], *_request(request), batch_id) is None
+            ):
+                return Change.REPLAYED
+            if await conn.fetchrow(Q["cancel_unheld"], batch_id, cancelled, now, expires_at, delivery_id):
+                return Change.DONE
+            if await conn.fetchrow(Q["request_cancel"], batch_id, now):
+                return Change.REQUESTED
+            return Change.FINISHED
 
     # the worker's side -----------------------------------------------------
     @wrap_exceptions
     async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]:
         await self._keep_clock_synced()
         rows = await self._pool.fetch(Q["claim_batches"], owner, now, limit, now + lease_s)
-        return [_lease(row) for row in rows]
+        return [lease_from_rows(row[:8], list(zip(*row[8:], strict=True))) for row in rows]
 
     @wrap_exceptions
-    async def _advance(self, lease: Lease, first: int, responses: list[str], *, until: float) -> bool:
-        recorded = await self._pool.fetchval(
-            Q["record_jobs"], lease.batch_id, lease.token, first, until, responses
+    async def _advance(self, lease: Lease, finished: Sequence[Finished], *, until: float) -> Recorded:
+        row = await self._pool.fetchrow(
+            Q["record_jobs"], lease.batch_id, lease.token, *_tally(finished), until, *_columns(finished)
         )
-        return recorded is not None
+        if row is None:
+            return Recorded.LOST
+        return Recorded.CANCEL_REQUESTED if row[0] else Recorded.ADVANCED
 
     @wrap_exceptions
     async def _complete(
         self,
         lease: Lease,
-        first: int,
-        responses: list[str],
+        finished: Sequence[Finished],
         *,
+        cancelled: str | None,
+        status: BatchStatus,
         now: float,
         expires_at: float,
         delivery_id: str | None,
     ) -> bool:
-        completed = await self._pool.fetchval(
-            Q["complete_jobs"], lease.batch_id, lease.token, first, now, expires_at, responses, delivery_id
+        row = await self._pool.fetchrow(
+            Q["finish_batch"],
+            lease.batch_id,
+            lease.token,
+            *_tally(finished),
+            now,
+            *_columns(finished),
+            status.value,
+            cancelled,
+            delivery_id,
+            expires_at,
         )
-        return completed is not None
+        return row is not None
 
     @wrap_exceptions
-    async def _renew(self, tokens: Sequence[str], until: float) -> None:
-        await self._pool.execute(Q["renew_leases"], list(tokens), until)
+    async def _renew(self, tokens: Sequence[str], until: float) -> list[str]:
+        rows = await self._pool.fetch(Q["renew_leases"], list(tokens), until)
+        return [row[0] for row in rows if row[0] is not None]
 
     # the callback outbox ---------------------------------------------------
     @wrap_exceptions
-    async def _claim_deliveries(self, limit: int, now: float, lease_s: float) -> list[Delivery]:
-        rows = await self._pool.fetch(Q["claim_deliveries"], now, limit, now + lease_s)
-        return [
-            Delivery(
-                id=row[0],
-                batch_id=row[1],
-                url=row[2],
-                body=None if row[3] is None else bytes(row[3]),
-                attempts=row[4],
-                secret=row[5],
-                token=row[6],
-            )
-            for row in rows
-        ]
+    async def _claim_deliveries(
+        self, limit: int, now: float, lease_s: float, skip: list[str], per_destination: int
+    ) -> list[Delivery]:
+        rows = await self._pool.fetch(Q["claim_deliveries"], now, limit, now + lease_s, skip, per_destination)
+        return [delivery_from_row(row[:9], row[9]) for row in rows]
 
     @wrap_exceptions
     async def _finish_attempt(
@@ -292,6 +474,10 @@ class PostgresStore(Store):
         )
 
     @wrap_exceptions
+    async def _postpone(self, delivery: Delivery, until: float) -> None:
+        await self._pool.execute(Q["postpone_delivery"], delivery.id, delivery.token, until)
+
+    @wrap_exceptions
     async def next_delivery_at(self) -> float | None:
         due = await self._pool.fetchval(Q["next_delivery_at"])
         return None if due is None else float(due)
@@ -302,19 +488,28 @@ class PostgresStore(Store):
 
     @wrap_exceptions
     async def _purge(self, now: float) -> int:
-        return int(await self._pool.fetchval(Q["purge_batches"], now))
+        return int(await self._pool.fetchval(Q["purge"], now))
 
 
 class Listener:
     """One connection LISTENing on the notification channels, kept up by a background task.
 
-    Notifications sent while the connection is down are lost, so every reconnection calls each
-    callback once: the loops then look for work as if they had been notified.
+    Each callback gets the notification's payload. Notifications sent while the connection is
+    down are lost, so every reconnection calls `on_reconnect`: the loops then look for work as if
+    they had been notified (a lost cancel is still found by the worker's next heartbeat).
     """
 
-    def __init__(self, url: str, callbacks: dict[str, Callable[[], None]], *, check_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        callbacks: dict[str, Callable[[str], None]],
+        *,
+        on_reconnect: Sequence[Callable[[], None]],
+        check_s: float,
+    ) -> None:
         self.url = url
         self.callbacks = callbacks
+        self.on_reconnect = on_reconnect
         self.check_s = check_s
         self._conn: Any = None
         self._lost = asyncio.Event()
@@ -358,7 +553,7 @@ class Listener:
                 if self._conn is None:
                     await self._connect()
                     log.warning("listening for notifications again")
-                    for callback in self.callbacks.values():
+                    for callback in self.on_reconnect:
                         callback()
                     delay_s = 0.1
                 await self._check()
@@ -388,24 +583,37 @@ async def _keep_session(conn: Any) -> None:
     these connections never change session state. asyncpg still rolls back an open transaction."""
 
 
-def _notified(callback: Callable[[], None]) -> Callable[..., None]:
-    """asyncpg's listener signature (connection, pid, channel, payload) -> our plain callback."""
+def _notified(callback: Callable[[str], None]) -> Callable[..., None]:
+    """asyncpg's listener signature (connection, pid, channel, payload) -> our callback of the payload."""
 
-    def on_notification(*_: Any) -> None:
-        callback()
+    def on_notification(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        callback(payload)
 
     return on_notification
 
 
-def _lease(row: Any) -> Lease:
-    batch_id, account, callback_url, run, start, job_count, token, namespaces, actions, params = row
-    return Lease(
-        batch_id=batch_id,
-        account=account,
-        callback_url=callback_url,
-        run=run,
-        token=token,
-        start=start,
-        job_count=job_count,
-        jobs=tuple(JobSpec(*job) for job in zip(namespaces, actions, params, strict=True)),
+def _request(request: RequestId) -> tuple[str, str, float]:
+    return request.key, request.signature, request.expires_at
+
+
+def _tally(finished: Sequence[Finished]) -> tuple[int, int, int, int]:
+    """What a record adds to the batch's counts: done, failed, cancelled, bytes."""
+    return (
+        len(finished),
+        sum(job.outcome is JobOutcome.FAILED for job in finished),
+        sum(job.outcome is JobOutcome.CANCELLED for job in finished),
+        sum(len(job.response) for job in finished),
+    )
+
+
+def _columns(finished: Sequence[Finished]) -> tuple[list[Any], ...]:
+    """The finished jobs as one array per column, for unnest()."""
+    return (
+        [job.index for job in finished],
+        [job.response.decode() for job in finished],
+        [job.outcome.value for job in finished],
+        [job.finished_at for job in finished],
+        [job.duration_ms for job in finished],
+        [job.attempts for job in finished],
+        [job.resolved_params for job in finished],
     )

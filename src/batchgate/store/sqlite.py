@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import sqlite3
 import threading
@@ -26,14 +27,33 @@ from batchgate.models import (
     ApiKey,
     Attempt,
     Batch,
+    BatchStatus,
     Delivery,
     DeliveryStatus,
+    Finished,
+    JobOutcome,
     JobResult,
     JobSpec,
     Lease,
+    Recorded,
 )
 from batchgate.store import sql
-from batchgate.store.base import Store, StoreUnavailable, batch_from_row
+from batchgate.store.base import (
+    Change,
+    DeliveryState,
+    IdempotencyClaim,
+    RequestId,
+    Store,
+    StoreUnavailable,
+    SubmitOutcome,
+    Submitted,
+    Usage,
+    batch_from_row,
+    delivery_from_row,
+    delivery_state_from_row,
+    job_result_from_row,
+    lease_from_rows,
+)
 
 T = TypeVar("T")
 Q = sql.queries("sqlite")
@@ -202,15 +222,16 @@ class SQLiteStore(Store):
                     "secret": api_key.secret,
                     "account": api_key.account,
                     "created_at": api_key.created_at,
+                    "webhook_secret": api_key.webhook_secret,
                 },
             )
         )
 
-    async def get_key(self, key: str) -> ApiKey | None:
+    async def _get_key(self, key: str) -> ApiKey | None:
         row = await self._read(lambda c: c.execute(Q["get_key"], {"key": key}).fetchone())
         return ApiKey(*row) if row else None
 
-    async def list_keys(self) -> list[ApiKey]:
+    async def _list_keys(self) -> list[ApiKey]:
         rows = await self._read(lambda c: c.execute(Q["list_keys"]).fetchall())
         return [ApiKey(*row) for row in rows]
 
@@ -218,9 +239,51 @@ class SQLiteStore(Store):
         cursor = await self._write(lambda c: c.execute(Q["revoke_key"], {"key": key, "now": now}))
         return bool(cursor.rowcount)
 
+    async def _update_webhook_secrets(self, api_key: ApiKey) -> None:
+        await self._write(lambda c: c.execute(Q["update_webhook_secrets"], _key_secrets(api_key)))
+
+    async def _update_secrets(self, api_key: ApiKey) -> None:
+        await self._write(lambda c: c.execute(Q["update_secrets"], _key_secrets(api_key)))
+
+    # replays ---------------------------------------------------------------
+    async def _first_use(self, request: RequestId) -> bool:
+        return await self._write(lambda c: _note_request(c, request, None))
+
     # batches ---------------------------------------------------------------
-    async def _insert_batch(self, batch: Batch, jobs: Sequence[JobSpec]) -> None:
-        def insert(c: sqlite3.Connection) -> None:
+    async def _insert_batch(
+        self,
+        batch: Batch,
+        jobs: Sequence[JobSpec],
+        destination: str | None,
+        request: RequestId | None,
+        idempotency: IdempotencyClaim | None,
+    ) -> Submitted:
+        def insert(c: sqlite3.Connection) -> Submitted:
+            if request is not None:
+                seen = c.execute(Q["seen_request"], _request(request)).fetchone()
+                if seen is not None:
+                    return Submitted(SubmitOutcome.REPEATED, seen[0])
+            if idempotency is not None:
+                claimed = c.execute(
+                    Q["idempotency_key"], {"account": batch.account, "key": idempotency.key}
+                ).fetchone()
+                if claimed is not None:
+                    fingerprint, batch_id = claimed
+                    if fingerprint != idempotency.fingerprint:
+                        return Submitted(SubmitOutcome.CONFLICT, None)
+                    if request is not None:
+                        _note_request(c, request, batch_id)
+                    return Submitted(SubmitOutcome.REPEATED, batch_id)
+                c.execute(
+                    Q["insert_idempotency_key"],
+                    {
+                        "account": batch.account,
+                        "key": idempotency.key,
+                        "fingerprint": idempotency.fingerprint,
+                        "batch_id": batch.id,
+                        "expires_at": idempotency.expires_at,
+                    },
+                )
             c.execute(
                 Q["insert_batch"],
                 {
@@ -232,14 +295,22 @@ class SQLiteStore(Store):
                     "status": batch.status.value,
                     "run": batch.run,
                     "created_at": batch.created_at,
+                    "concurrency": batch.concurrency,
+                    "destination": destination,
                 },
             )
             c.executemany(
                 Q["insert_job"],
-                ((batch.id, i, job.namespace, job.action, job.params) for i, job in enumerate(jobs)),
+                (
+                    (batch.id, i, job.namespace, job.action, job.params, job.key, _indexes(job.depends_on))
+                    for i, job in enumerate(jobs)
+                ),
             )
+            if request is not None:
+                _note_request(c, request, batch.id)
+            return Submitted(SubmitOutcome.CREATED, batch.id)
 
-        await self._write(insert)
+        return await self._write(insert)
 
     async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None:
         row = await self._read(
@@ -247,22 +318,94 @@ class SQLiteStore(Store):
         )
         return batch_from_row(row) if row else None
 
+    async def _list_batches(
+        self,
+        account: str,
+        status: BatchStatus | None,
+        limit: int,
+        before: tuple[float, str] | None,
+        now: float,
+    ) -> list[Batch]:
+        query = {
+            "account": account,
+            "status": status and status.value,
+            "limit": limit,
+            "before_at": before and before[0],
+            "before_id": before and before[1],
+            "now": now,
+        }
+        rows = await self._read(lambda c: c.execute(Q["list_batches"], query).fetchall())
+        return [batch_from_row(row) for row in rows]
+
     async def job_results(self, batch_id: str) -> list[JobResult]:
         rows = await self._read(lambda c: c.execute(Q["job_results"], {"batch_id": batch_id}).fetchall())
-        return [JobResult(*row) for row in rows]
+        return [job_result_from_row(row) for row in rows]
 
-    async def _restart(self, batch_id: str) -> None:
-        def restart(c: sqlite3.Connection) -> None:
-            c.execute(Q["restart_batch"], {"id": batch_id})
-            c.execute(Q["clear_responses"], {"id": batch_id})
+    async def delivery_state(self, batch_id: str) -> DeliveryState | None:
+        row = await self._read(lambda c: c.execute(Q["newest_delivery"], {"batch_id": batch_id}).fetchone())
+        return delivery_state_from_row(row) if row else None
+
+    async def _usage(self, account: str, now: float) -> Usage:
+        row = await self._read(lambda c: c.execute(Q["usage"], {"account": account, "now": now}).fetchone())
+        return Usage(*row)
+
+    async def _restart(self, batch_id: str, failed_only: bool, request: RequestId | None) -> Change:
+        def restart(c: sqlite3.Connection) -> Change:
+            if request is not None and not _note_request(c, request, batch_id):
+                return Change.REPLAYED
+            if failed_only:
+                if not c.execute(Q["restart_failed"], {"id": batch_id}).rowcount:
+                    return Change.NOTHING
+                c.execute(Q["clear_failed_responses"], {"id": batch_id})
+            else:
+                c.execute(Q["restart_batch"], {"id": batch_id})
+                c.execute(Q["clear_responses"], {"id": batch_id})
             c.execute(Q["supersede_deliveries"], {"id": batch_id})
+            return Change.DONE
 
-        await self._write(restart)
+        return await self._write(restart)
 
-    async def _insert_delivery(self, delivery_id: str, batch_id: str, now: float) -> None:
-        await self._write(
-            lambda c: c.execute(Q["insert_delivery"], {"id": delivery_id, "batch_id": batch_id, "now": now})
+    async def _insert_delivery(
+        self, delivery_id: str, batch_id: str, now: float, request: RequestId | None
+    ) -> Change:
+        def insert(c: sqlite3.Connection) -> Change:
+            if request is not None and not _note_request(c, request, batch_id):
+                return Change.REPLAYED
+            c.execute(Q["insert_delivery"], {"id": delivery_id, "batch_id": batch_id, "now": now})
+            return Change.DONE
+
+        return await self._write(insert)
+
+    async def _recent_deliveries(self, batch_id: str, since: float) -> list[float]:
+        rows = await self._read(
+            lambda c: c.execute(Q["recent_deliveries"], {"batch_id": batch_id, "since": since}).fetchall()
         )
+        return [row[0] for row in rows]
+
+    async def _cancel(
+        self,
+        batch_id: str,
+        cancelled: str,
+        now: float,
+        expires_at: float,
+        delivery_id: str | None,
+        request: RequestId | None,
+    ) -> Change:
+        batch = {"id": batch_id, "now": now, "expires_at": expires_at, "cancelled": cancelled}
+
+        def cancel(c: sqlite3.Connection) -> Change:
+            if request is not None and not _note_request(c, request, batch_id):
+                return Change.REPLAYED
+            if c.execute(Q["cancel_unheld"], batch).rowcount:
+                c.execute(Q["cancel_pending_jobs"], batch)
+                if delivery_id is not None:
+                    c.execute(Q["insert_delivery"], {"id": delivery_id, "batch_id": batch_id, "now": now})
+                return Change.DONE
+            if c.execute(Q["request_cancel"], batch).rowcount:
+                return Change.REQUESTED
+            return Change.FINISHED
+
+        return await self._write(cancel)
 
     # the worker's side -----------------------------------------------------
     async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]:
@@ -276,51 +419,33 @@ class SQLiteStore(Store):
 
         def leases(c: sqlite3.Connection) -> list[Lease]:
             claimed = sorted(c.execute(Q["claim_batches"], claim).fetchall(), key=lambda row: row[-1])
-            return [self._lease(c, *row[:-1]) for row in claimed]
+            return [
+                lease_from_rows(row[:-1], c.execute(Q["lease_jobs"], {"id": row[0]}).fetchall())
+                for row in claimed
+            ]
 
         return await self._write(leases)
 
-    @staticmethod
-    def _lease(
-        c: sqlite3.Connection,
-        batch_id: str,
-        account: str,
-        callback_url: str | None,
-        run: int,
-        token: str,
-        done: int,
-        count: int,
-    ) -> Lease:
-        jobs = tuple(JobSpec(*row) for row in c.execute(Q["remaining_jobs"], {"id": batch_id, "start": done}))
-        return Lease(
-            batch_id=batch_id,
-            account=account,
-            callback_url=callback_url,
-            run=run,
-            token=token,
-            start=done,
-            job_count=count,
-            jobs=jobs,
-        )
+    async def _advance(self, lease: Lease, finished: Sequence[Finished], *, until: float) -> Recorded:
+        fenced = {"id": lease.batch_id, "token": lease.token, "until": until, **_tally(finished)}
 
-    async def _advance(self, lease: Lease, first: int, responses: list[str], *, until: float) -> bool:
-        fenced = {"id": lease.batch_id, "token": lease.token, "done": first + len(responses), "until": until}
-
-        def advance(c: sqlite3.Connection) -> bool:
+        def advance(c: sqlite3.Connection) -> Recorded:
             # The batch row first, fenced by the lease token: nothing is written for a lost lease.
-            if not c.execute(Q["advance_batch"], fenced).rowcount:
-                return False
-            _write_responses(c, lease.batch_id, first, responses)
-            return True
+            row = c.execute(Q["advance_batch"], fenced).fetchone()
+            if row is None:
+                return Recorded.LOST
+            _write_jobs(c, lease.batch_id, finished)
+            return Recorded.CANCEL_REQUESTED if row[0] else Recorded.ADVANCED
 
         return await self._write(advance)
 
     async def _complete(
         self,
         lease: Lease,
-        first: int,
-        responses: list[str],
+        finished: Sequence[Finished],
         *,
+        cancelled: str | None,
+        status: BatchStatus,
         now: float,
         expires_at: float,
         delivery_id: str | None,
@@ -328,47 +453,49 @@ class SQLiteStore(Store):
         fenced = {
             "id": lease.batch_id,
             "token": lease.token,
-            "done": first + len(responses),
+            "status": status.value,
             "now": now,
             "expires_at": expires_at,
+            "cancelled_body": cancelled,
+            "done": len(finished),
+            **_tally(finished),
         }
 
         def complete(c: sqlite3.Connection) -> bool:
-            if not c.execute(Q["complete_batch"], fenced).rowcount:
+            if not c.execute(Q["finish_batch"], fenced).rowcount:
                 return False
-            _write_responses(c, lease.batch_id, first, responses)
+            _write_jobs(c, lease.batch_id, finished)
+            if cancelled is not None:
+                c.execute(
+                    Q["cancel_pending_jobs"], {"id": lease.batch_id, "cancelled": cancelled, "now": now}
+                )
             if delivery_id is not None:
                 c.execute(Q["insert_delivery"], {"id": delivery_id, "batch_id": lease.batch_id, "now": now})
             return True
 
         return await self._write(complete)
 
-    async def _renew(self, tokens: Sequence[str], until: float) -> None:
-        await self._write(
-            lambda c: c.executemany(Q["renew_lease"], ({"token": token, "until": until} for token in tokens))
-        )
+    async def _renew(self, tokens: Sequence[str], until: float) -> list[str]:
+        def renew(c: sqlite3.Connection) -> list[str]:
+            asked = (c.execute(Q["renew_lease"], {"token": t, "until": until}).fetchone() for t in tokens)
+            return [row[0] for row in asked if row is not None and row[0] is not None]
+
+        return await self._write(renew)
 
     # the callback outbox ---------------------------------------------------
-    async def _claim_deliveries(self, limit: int, now: float, lease_s: float) -> list[Delivery]:
+    async def _claim_deliveries(
+        self, limit: int, now: float, lease_s: float, skip: list[str], per_destination: int
+    ) -> list[Delivery]:
+        due = {"now": now, "limit": limit, "skip": json.dumps(skip), "per_destination": per_destination}
+
         def claim(c: sqlite3.Connection) -> list[Delivery]:
-            ids = [row[0] for row in c.execute(Q["due_deliveries"], {"now": now, "limit": limit})]
+            ids = [row[0] for row in c.execute(Q["due_deliveries"], due)]
             claimed = []
             for delivery_id in ids:
                 token = secrets.token_hex(16)
-                row = c.execute(
-                    Q["lease_delivery"], {"id": delivery_id, "until": now + lease_s, "token": token}
-                ).fetchone()
-                claimed.append(
-                    Delivery(
-                        id=row[0],
-                        batch_id=row[1],
-                        url=row[2],
-                        body=None if row[3] is None else bytes(row[3]),
-                        attempts=row[4],
-                        secret=row[5],
-                        token=token,
-                    )
-                )
+                lease = {"id": delivery_id, "until": now + lease_s, "token": token, "now": now}
+                row = c.execute(Q["lease_delivery"], lease).fetchone()
+                claimed.append(delivery_from_row(row, token))
             return claimed
 
         return await self._write(claim)
@@ -401,6 +528,13 @@ class SQLiteStore(Store):
 
         await self._write(finish)
 
+    async def _postpone(self, delivery: Delivery, until: float) -> None:
+        await self._write(
+            lambda c: c.execute(
+                Q["postpone_delivery"], {"id": delivery.id, "token": delivery.token, "until": until}
+            )
+        )
+
     async def next_delivery_at(self) -> float | None:
         row = await self._read(lambda c: c.execute(Q["next_delivery_at"]).fetchone())
         return float(row[0]) if row and row[0] is not None else None
@@ -412,14 +546,67 @@ class SQLiteStore(Store):
         return [Attempt(*row) for row in rows]
 
     async def _purge(self, now: float) -> int:
-        cursor = await self._write(lambda c: c.execute(Q["purge_batches"], {"now": now}))
-        return int(cursor.rowcount)
+        def purge(c: sqlite3.Connection) -> int:
+            c.execute(Q["purge_requests"], {"now": now})
+            c.execute(Q["purge_idempotency_keys"], {"now": now})
+            return int(c.execute(Q["purge_batches"], {"now": now}).rowcount)
+
+        return await self._write(purge)
 
 
-def _write_responses(c: sqlite3.Connection, batch_id: str, first: int, responses: list[str]) -> None:
-    c.executemany(
-        Q["record_response"], ((batch_id, first + i, response) for i, response in enumerate(responses))
+def _key_secrets(api_key: ApiKey) -> dict[str, Any]:
+    return {
+        "key": api_key.key,
+        "secret": api_key.secret,
+        "webhook_secret": api_key.webhook_secret,
+        "webhook_secret_previous": api_key.webhook_secret_previous,
+        "webhook_previous_until": api_key.webhook_previous_until,
+    }
+
+
+def _request(request: RequestId) -> dict[str, Any]:
+    return {"key": request.key, "signature": request.signature}
+
+
+def _note_request(c: sqlite3.Connection, request: RequestId, batch_id: str | None) -> bool:
+    """Notes a signed request that changes state; False when it was noted before."""
+    noted = c.execute(
+        Q["note_request"], {**_request(request), "expires_at": request.expires_at, "batch_id": batch_id}
     )
+    return bool(noted.rowcount)
+
+
+def _tally(finished: Sequence[Finished]) -> dict[str, int]:
+    """What a record adds to the batch's counts."""
+    return {
+        "done": len(finished),
+        "failed": sum(job.outcome is JobOutcome.FAILED for job in finished),
+        "cancelled": sum(job.outcome is JobOutcome.CANCELLED for job in finished),
+        "bytes": sum(len(job.response) for job in finished),
+    }
+
+
+def _write_jobs(c: sqlite3.Connection, batch_id: str, finished: Sequence[Finished]) -> None:
+    c.executemany(
+        Q["record_job"],
+        (
+            {
+                "batch_id": batch_id,
+                "idx": job.index,
+                "response": job.response.decode(),
+                "outcome": job.outcome.value,
+                "finished_at": job.finished_at,
+                "duration_ms": job.duration_ms,
+                "attempts": job.attempts,
+                "resolved_params": job.resolved_params,
+            }
+            for job in finished
+        ),
+    )
+
+
+def _indexes(indexes: tuple[int, ...]) -> str | None:
+    return json.dumps(list(indexes)) if indexes else None
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:

@@ -1,6 +1,7 @@
 -- PostgreSQL queries, positional ($1...) for asyncpg. Every write that queues work calls
 -- pg_notify in its own statement, so the notification is sent exactly when it commits.
--- Channels: batchgate_batches (a batch became runnable), batchgate_deliveries (a callback is due).
+-- Channels: batchgate_batches (a batch became runnable), batchgate_deliveries (a callback is due),
+-- batchgate_cancels (a client asked to cancel a running batch; the payload is its id).
 
 -- migrations ------------------------------------------------------------------
 
@@ -23,146 +24,325 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 -- name: ping
 SELECT 1;
 
+-- keys -------------------------------------------------------------------------
+
 -- name: insert_key
-INSERT INTO api_keys (key, secret, account, created_at) VALUES ($1, $2, $3, $4);
+INSERT INTO api_keys (key, secret, account, created_at, webhook_secret) VALUES ($1, $2, $3, $4, $5);
 
 -- name: get_key
-SELECT key, secret, account, created_at, revoked_at FROM api_keys WHERE key = $1;
+SELECT key, secret, account, created_at, revoked_at, webhook_secret, webhook_secret_previous,
+       webhook_previous_until, last_used_at
+FROM api_keys WHERE key = $1;
 
 -- name: list_keys
-SELECT key, secret, account, created_at, revoked_at FROM api_keys ORDER BY created_at;
+SELECT key, secret, account, created_at, revoked_at, webhook_secret, webhook_secret_previous,
+       webhook_previous_until, last_used_at
+FROM api_keys ORDER BY created_at;
 
 -- name: revoke_key
 UPDATE api_keys SET revoked_at = $2 WHERE key = $1 AND revoked_at IS NULL RETURNING key;
 
+-- name: update_webhook_secrets
+UPDATE api_keys SET webhook_secret = $2, webhook_secret_previous = $3, webhook_previous_until = $4
+WHERE key = $1;
+
+-- name: update_secrets
+UPDATE api_keys SET secret = $2, webhook_secret = $3, webhook_secret_previous = $4 WHERE key = $1;
+
+-- replays and idempotency ------------------------------------------------------
+
+-- name: note_request
+INSERT INTO seen_requests (key, signature, expires_at, batch_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING 1;
+
+-- name: seen_request
+SELECT batch_id FROM seen_requests WHERE key = $1 AND signature = $2;
+
+-- name: claim_idempotency_key
+-- A concurrent claim of the same key waits for this one to commit, then inserts nothing.
+INSERT INTO idempotency_keys (account, key, fingerprint, batch_id, expires_at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT DO NOTHING
+RETURNING 1;
+
+-- name: idempotency_key
+SELECT fingerprint, batch_id FROM idempotency_keys WHERE account = $1 AND key = $2;
+
+-- batches ----------------------------------------------------------------------
+
 -- name: insert_batch
--- The batch and all its jobs in one statement (one round trip, one commit); the foreign key is
--- checked at the end of the statement, when the batch row exists.
-WITH batch AS (
-    INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+-- The batch, all its jobs and (given $16, the request's key) the note that its signed request
+-- made it, in one statement: one round trip, one commit. When the same signed request was noted
+-- before, nothing is inserted and no row comes back. The jobs' foreign key is checked at the end
+-- of the statement, when the batch row exists.
+WITH seen AS (
+    INSERT INTO seen_requests (key, signature, expires_at, batch_id)
+    SELECT $16, $17, $18, $1 WHERE $16::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), batch AS (
+    INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at, concurrency,
+                         destination)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+    WHERE $16::text IS NULL OR EXISTS (SELECT 1 FROM seen)
     RETURNING id
 ), new_jobs AS (
-    INSERT INTO jobs (batch_id, idx, namespace, action, params)
-    SELECT batch.id, j.ordinality - 1, j.namespace, j.action, j.params
-    FROM batch, unnest($9::text[], $10::text[], $11::text[]) WITH ORDINALITY AS j (namespace, action, params)
+    INSERT INTO jobs (batch_id, idx, namespace, action, params, job_key, depends_on)
+    SELECT batch.id, j.ordinality - 1, j.namespace, j.action, j.params, j.job_key, j.depends_on
+    FROM batch, unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+        WITH ORDINALITY AS j (namespace, action, params, job_key, depends_on)
 )
-SELECT pg_notify('batchgate_batches', id) FROM batch;
+SELECT id, pg_notify('batchgate_batches', id) FROM batch;
 
 -- name: get_batch
-SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at
+-- The columns of a Batch, in the model's order (store.base.BATCH_COLUMNS).
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
 FROM batches
 WHERE id = $1 AND account = $2 AND (expires_at IS NULL OR expires_at > $3);
 
+-- name: list_batches
+-- Newest first, from after a cursor (the created_at and id the previous page ended with).
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
+FROM batches
+WHERE account = $1
+  AND (expires_at IS NULL OR expires_at > $2)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($5::float8 IS NULL OR (created_at, id) < ($5, $6))
+ORDER BY created_at DESC, id DESC
+LIMIT $4;
+
 -- name: job_results
-SELECT namespace, action, params, response FROM jobs WHERE batch_id = $1 ORDER BY idx;
+SELECT namespace, action, coalesce(resolved_params, params), response, outcome
+FROM jobs WHERE batch_id = $1 ORDER BY idx;
+
+-- name: newest_delivery
+SELECT d.status, d.attempts, d.next_at,
+       (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id ORDER BY a.number DESC LIMIT 1)
+FROM deliveries d WHERE d.batch_id = $1
+ORDER BY d.created_at DESC, d.id DESC LIMIT 1;
+
+-- name: usage
+SELECT (SELECT count(*) FROM batches WHERE account = $1 AND status IN ('queued', 'running')),
+       (SELECT coalesce(sum(result_bytes), 0) FROM batches
+        WHERE account = $1 AND (expires_at IS NULL OR expires_at > $2));
 
 -- name: restart_batch
--- The jobs are cleared through the batch's RETURNING, so the batch row is locked first, in the
+-- ($2, $3, $4: the signed request, noted in the same statement; $5: failed jobs only.)
+-- The jobs are changed through the batch's RETURNING, so the batch row is locked first, in the
 -- same order as record_jobs takes its locks: a restart and a record never deadlock. The callback
--- still waiting for the previous run is superseded by the next run's.
-WITH batch AS (
+-- still waiting for the previous run is superseded by the next run's. Answers (request noted or
+-- none given, batch restarted).
+WITH seen AS (
+    INSERT INTO seen_requests (key, signature, expires_at, batch_id)
+    SELECT $2, $3, $4, $1 WHERE $2::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), batch AS (
     UPDATE batches
-    SET status = 'queued', run = run + 1, done_count = 0, completed_at = NULL, expires_at = NULL,
+    SET status = 'queued', run = run + 1,
+        done_count = CASE WHEN $5 THEN done_count - failed_count - cancelled_count ELSE 0 END,
+        failed_count = 0, cancelled_count = 0,
+        result_bytes = CASE WHEN $5 THEN (SELECT coalesce(sum(octet_length(response)), 0) FROM jobs
+                                          WHERE jobs.batch_id = batches.id AND jobs.outcome = 'succeeded')
+                            ELSE 0 END,
+        started_at = NULL, completed_at = NULL, expires_at = NULL, cancel_requested_at = NULL,
         lease_owner = NULL, lease_token = NULL, lease_expires = NULL
     WHERE id = $1
+      AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM seen))
+      AND (NOT $5 OR failed_count + cancelled_count > 0)
     RETURNING id
 ), cleared AS (
-    UPDATE jobs SET response = NULL FROM batch WHERE jobs.batch_id = batch.id
+    UPDATE jobs
+    SET response = NULL, outcome = NULL, finished_at = NULL, duration_ms = NULL, attempts = NULL,
+        resolved_params = NULL
+    FROM batch
+    WHERE jobs.batch_id = batch.id AND (NOT $5 OR jobs.outcome IN ('failed', 'cancelled'))
 ), superseded AS (
     UPDATE deliveries SET status = 'superseded', lease_token = NULL
     FROM batch WHERE deliveries.batch_id = batch.id AND deliveries.status = 'pending'
+), notified AS (
+    SELECT pg_notify('batchgate_batches', id) FROM batch
 )
-SELECT pg_notify('batchgate_batches', id) FROM batch;
+SELECT $2::text IS NULL OR EXISTS (SELECT 1 FROM seen), EXISTS (SELECT 1 FROM notified);
 
 -- name: insert_delivery
-WITH delivery AS (
-    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at)
-    SELECT $1, id, callback_url, 'pending', $3, $3 FROM batches WHERE id = $2
+-- ($4, $5, $6: the signed request, noted in the same statement.) Answers (request noted or none
+-- given, delivery queued).
+WITH seen AS (
+    INSERT INTO seen_requests (key, signature, expires_at, batch_id)
+    SELECT $4, $5, $6, $2 WHERE $4::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), delivery AS (
+    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination)
+    SELECT $1, id, callback_url, 'pending', $3, $3, destination FROM batches
+    WHERE id = $2 AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM seen))
+    RETURNING id
+), notified AS (
+    SELECT pg_notify('batchgate_deliveries', id) FROM delivery
+)
+SELECT $4::text IS NULL OR EXISTS (SELECT 1 FROM seen), EXISTS (SELECT 1 FROM notified);
+
+-- name: recent_deliveries
+SELECT created_at FROM deliveries WHERE batch_id = $1 AND created_at >= $2 ORDER BY created_at;
+
+-- name: cancel_unheld
+-- A batch no worker holds (queued, or its lease expired) finishes as cancelled at once: every job
+-- not yet run is answered $2, and (given $5) its callback is queued.
+WITH batch AS (
+    UPDATE batches
+    SET status = 'cancelled', completed_at = $3, expires_at = $4,
+        cancelled_count = cancelled_count + job_count - done_count, done_count = job_count,
+        result_bytes = result_bytes + (job_count - done_count) * octet_length($2),
+        cancel_requested_at = coalesce(cancel_requested_at, $3),
+        lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+    WHERE id = $1 AND status IN ('queued', 'running') AND (lease_token IS NULL OR lease_expires < $3)
+    RETURNING id, callback_url, destination
+), cancelled AS (
+    UPDATE jobs SET response = $2, outcome = 'cancelled', finished_at = $3, attempts = 0
+    FROM batch WHERE jobs.batch_id = batch.id AND jobs.response IS NULL
+), delivery AS (
+    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination)
+    SELECT $5::text, id, callback_url, 'pending', $3, $3, destination FROM batch WHERE $5::text IS NOT NULL
+    RETURNING id
+), notified AS (
+    SELECT pg_notify('batchgate_deliveries', id) FROM delivery
+)
+SELECT id, (SELECT count(*) FROM notified) FROM batch;
+
+-- name: request_cancel
+-- A batch a worker holds: its worker stops it, told at once through batchgate_cancels.
+WITH batch AS (
+    UPDATE batches SET cancel_requested_at = coalesce(cancel_requested_at, $2)
+    WHERE id = $1 AND status = 'running'
     RETURNING id
 )
-SELECT pg_notify('batchgate_deliveries', id) FROM delivery;
+SELECT pg_notify('batchgate_cancels', id) FROM batch;
+
+-- the worker's side --------------------------------------------------------------
 
 -- name: claim_batches
 -- SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or sharing;
 -- FOR UPDATE rechecks the WHERE against the latest row, so a batch claimed a moment ago is left.
--- Returns each leased batch with the jobs still to run, as three arrays in job order.
+-- Returns each leased batch with all its jobs, as arrays in job order.
 WITH runnable AS (
     SELECT id FROM batches
-    WHERE status <> 'complete' AND (status = 'queued' OR lease_expires < $2)
+    WHERE status IN ('queued', 'running') AND (status = 'queued' OR lease_expires < $2)
     ORDER BY created_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 ), leased AS (
     UPDATE batches b
     SET status = 'running', lease_owner = $1, lease_expires = $4,
-        lease_token = replace(gen_random_uuid()::text, '-', '')
+        lease_token = replace(gen_random_uuid()::text, '-', ''), started_at = coalesce(b.started_at, $2)
     FROM runnable
     WHERE b.id = runnable.id
-    RETURNING b.id, b.account, b.callback_url, b.run, b.done_count, b.job_count, b.lease_token, b.created_at
+    RETURNING b.id, b.account, b.callback_url, b.run, b.lease_token, b.job_count, b.concurrency,
+              b.cancel_requested_at IS NOT NULL AS cancel_requested, b.created_at
 )
-SELECT l.id, l.account, l.callback_url, l.run, l.done_count, l.job_count, l.lease_token,
-       array_agg(j.namespace ORDER BY j.idx), array_agg(j.action ORDER BY j.idx),
-       array_agg(j.params ORDER BY j.idx)
+SELECT l.id, l.account, l.callback_url, l.run, l.lease_token, l.job_count, l.concurrency, l.cancel_requested,
+       array_agg(j.idx ORDER BY j.idx), array_agg(j.namespace ORDER BY j.idx),
+       array_agg(j.action ORDER BY j.idx), array_agg(j.params ORDER BY j.idx),
+       array_agg(j.job_key ORDER BY j.idx), array_agg(j.depends_on ORDER BY j.idx),
+       array_agg(j.outcome ORDER BY j.idx)
 FROM leased l
-JOIN jobs j ON j.batch_id = l.id AND j.idx >= l.done_count
-GROUP BY l.id, l.account, l.callback_url, l.run, l.done_count, l.job_count, l.lease_token, l.created_at
+JOIN jobs j ON j.batch_id = l.id
+GROUP BY l.id, l.account, l.callback_url, l.run, l.lease_token, l.job_count, l.concurrency,
+         l.cancel_requested, l.created_at
 ORDER BY l.created_at;
 
 -- name: record_jobs
 -- Fenced: nothing is written unless the lease token still matches. The job rows are reached only
 -- through the batch's RETURNING, so the batch row is always locked before the job rows.
--- $5 holds the responses of jobs $3, $3 + 1, ...; no row back means the lease was lost.
+-- $3..$6 add to the batch's counts; $8.. are the finished jobs, one array per column. No row back
+-- means the lease was lost; the row says whether the client asked to cancel the batch.
 WITH advanced AS (
-    UPDATE batches SET done_count = $3::integer + cardinality($5::text[]), lease_expires = $4
-    WHERE id = $1 AND lease_token = $2
-    RETURNING id
-)
-UPDATE jobs SET response = r.response
-FROM advanced, unnest($5::text[]) WITH ORDINALITY AS r (response, n)
-WHERE jobs.batch_id = advanced.id AND jobs.idx = $3::integer + r.n::integer - 1
-RETURNING jobs.idx;
-
--- name: complete_jobs
--- record_jobs for the batch's last jobs: also completes the batch and drops the lease, so the
--- same lease can never complete it twice, and queues the callback ($7, its id, when there is
--- one). One statement: one round trip, one commit. No row back means the lease was lost.
-WITH completed AS (
     UPDATE batches
-    SET done_count = $3::integer + cardinality($6::text[]), status = 'complete', completed_at = $4,
-        expires_at = $5, lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+    SET done_count = done_count + $3, failed_count = failed_count + $4,
+        cancelled_count = cancelled_count + $5, result_bytes = result_bytes + $6, lease_expires = $7
     WHERE id = $1 AND lease_token = $2
-    RETURNING id, callback_url
+    RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested
 ), written AS (
-    UPDATE jobs SET response = r.response
-    FROM completed, unnest($6::text[]) WITH ORDINALITY AS r (response, n)
-    WHERE jobs.batch_id = completed.id AND jobs.idx = $3::integer + r.n::integer - 1
+    UPDATE jobs
+    SET response = r.response, outcome = r.outcome, finished_at = r.finished_at,
+        duration_ms = r.duration_ms, attempts = r.attempts, resolved_params = r.resolved_params
+    FROM advanced, unnest($8::int[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::int[],
+                          $14::text[]) AS r (idx, response, outcome, finished_at, duration_ms, attempts,
+                                             resolved_params)
+    WHERE jobs.batch_id = advanced.id AND jobs.idx = r.idx
+)
+SELECT cancel_requested FROM advanced;
+
+-- name: finish_batch
+-- The last record, or the end of a cancelled batch ($16, the body every job still without a
+-- response gets): fenced like record_jobs, and it drops the lease, so it finishes once; given
+-- $17, it queues the callback. No row back means the lease was lost.
+WITH finished AS (
+    UPDATE batches
+    SET status = $15, failed_count = failed_count + $4,
+        cancelled_count = cancelled_count + $5 + (job_count - done_count - $3),
+        result_bytes = result_bytes + $6 + (job_count - done_count - $3) * octet_length(coalesce($16, '')),
+        done_count = job_count, completed_at = $7, expires_at = $18,
+        lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+    WHERE id = $1 AND lease_token = $2
+    RETURNING id, callback_url, destination
+), written AS (
+    UPDATE jobs
+    SET response = r.response, outcome = r.outcome, finished_at = r.finished_at,
+        duration_ms = r.duration_ms, attempts = r.attempts, resolved_params = r.resolved_params
+    FROM finished, unnest($8::int[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::int[],
+                          $14::text[]) AS r (idx, response, outcome, finished_at, duration_ms, attempts,
+                                             resolved_params)
+    WHERE jobs.batch_id = finished.id AND jobs.idx = r.idx
+), cancelled AS (
+    -- not the rows `written` updates: one statement may change a row only once
+    UPDATE jobs SET response = $16, outcome = 'cancelled', finished_at = $7, attempts = 0
+    FROM finished
+    WHERE $16::text IS NOT NULL AND jobs.batch_id = finished.id AND jobs.response IS NULL
+      AND jobs.idx <> ALL($8::int[])
 ), delivery AS (
-    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at)
-    SELECT $7::text, id, callback_url, 'pending', $4, $4 FROM completed WHERE $7::text IS NOT NULL
+    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination)
+    SELECT $17::text, id, callback_url, 'pending', $7, $7, destination FROM finished WHERE $17::text IS NOT NULL
     RETURNING id
 )
-SELECT completed.id, (SELECT pg_notify('batchgate_deliveries', delivery.id) FROM delivery)
-FROM completed;
+SELECT finished.id, (SELECT pg_notify('batchgate_deliveries', delivery.id) FROM delivery)
+FROM finished;
 
 -- name: renew_leases
-UPDATE batches SET lease_expires = $2 WHERE lease_token = ANY($1::text[]);
+-- Answers the batches among them whose client asked to cancel them.
+UPDATE batches SET lease_expires = $2 WHERE lease_token = ANY($1::text[])
+RETURNING CASE WHEN cancel_requested_at IS NOT NULL THEN id END;
+
+-- the callback outbox -------------------------------------------------------------
 
 -- name: claim_deliveries
-WITH due AS (
-    SELECT id FROM deliveries
-    WHERE status = 'pending' AND next_at <= $1
+-- Oldest first, passing over the destinations this process has backed off or has full ($4), and
+-- at most $5 to any one destination. (FOR UPDATE does not go with a window function: the
+-- candidates are chosen first, then locked.)
+WITH candidates AS (
+    SELECT id FROM (
+        SELECT id, next_at,
+               row_number() OVER (PARTITION BY coalesce(destination, id) ORDER BY next_at) AS nth
+        FROM deliveries
+        WHERE status = 'pending' AND next_at <= $1
+          AND (destination IS NULL OR destination <> ALL($4::text[]))
+    ) ranked
+    WHERE nth <= $5
     ORDER BY next_at
     LIMIT $2
+), due AS (
+    SELECT id FROM deliveries
+    WHERE id IN (SELECT id FROM candidates) AND status = 'pending' AND next_at <= $1
     FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries d
 SET next_at = $3, lease_token = replace(gen_random_uuid()::text, '-', '')
-FROM due
-WHERE d.id = due.id
-RETURNING d.id, d.batch_id, d.url, d.body, d.attempts,
-          (SELECT k.secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = d.batch_id),
-          d.lease_token;
+FROM due, batches b, api_keys k
+WHERE d.id = due.id AND b.id = d.batch_id AND k.key = b.key
+RETURNING d.id, d.batch_id, d.url, d.body, d.attempts, d.destination, k.webhook_secret, k.secret,
+          CASE WHEN k.webhook_previous_until > $1 THEN k.webhook_secret_previous END, d.lease_token;
 
 -- name: finish_attempt
 WITH attempt AS (
@@ -173,6 +353,9 @@ UPDATE deliveries
 SET status = $3, attempts = $5, next_at = coalesce($4, next_at), lease_token = NULL
 WHERE id = $1 AND lease_token = $2;
 
+-- name: postpone_delivery
+UPDATE deliveries SET next_at = $3, lease_token = NULL WHERE id = $1 AND lease_token = $2;
+
 -- name: next_delivery_at
 SELECT min(next_at) FROM deliveries WHERE status = 'pending';
 
@@ -182,6 +365,15 @@ FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
 WHERE d.batch_id = $1
 ORDER BY a.at, a.number;
 
--- name: purge_batches
-WITH purged AS (DELETE FROM batches WHERE expires_at <= $1 RETURNING 1)
+-- housekeeping ---------------------------------------------------------------------
+
+-- name: purge
+-- Expired batches (answers how many), and the replay and idempotency records whose time has passed.
+WITH requests AS (
+    DELETE FROM seen_requests WHERE expires_at <= $1
+), idempotency AS (
+    DELETE FROM idempotency_keys WHERE expires_at <= $1
+), purged AS (
+    DELETE FROM batches WHERE expires_at <= $1 RETURNING 1
+)
 SELECT count(*) FROM purged;

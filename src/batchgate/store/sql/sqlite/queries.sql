@@ -1,88 +1,227 @@
+-- SQLite queries, named parameters. Every write runs inside a transaction the store opens.
+
+-- keys -------------------------------------------------------------------------
+
 -- name: insert_key
-INSERT INTO api_keys (key, secret, account, created_at) VALUES (:key, :secret, :account, :created_at);
+INSERT INTO api_keys (key, secret, account, created_at, webhook_secret)
+VALUES (:key, :secret, :account, :created_at, :webhook_secret);
 
 -- name: get_key
-SELECT key, secret, account, created_at, revoked_at FROM api_keys WHERE key = :key;
+SELECT key, secret, account, created_at, revoked_at, webhook_secret, webhook_secret_previous,
+       webhook_previous_until, last_used_at
+FROM api_keys WHERE key = :key;
 
 -- name: list_keys
-SELECT key, secret, account, created_at, revoked_at FROM api_keys ORDER BY created_at;
+SELECT key, secret, account, created_at, revoked_at, webhook_secret, webhook_secret_previous,
+       webhook_previous_until, last_used_at
+FROM api_keys ORDER BY created_at;
 
 -- name: revoke_key
 UPDATE api_keys SET revoked_at = :now WHERE key = :key AND revoked_at IS NULL;
 
+-- name: update_webhook_secrets
+UPDATE api_keys
+SET webhook_secret = :webhook_secret, webhook_secret_previous = :webhook_secret_previous,
+    webhook_previous_until = :webhook_previous_until
+WHERE key = :key;
+
+-- name: update_secrets
+UPDATE api_keys
+SET secret = :secret, webhook_secret = :webhook_secret, webhook_secret_previous = :webhook_secret_previous
+WHERE key = :key;
+
+-- replays and idempotency ------------------------------------------------------
+
+-- name: note_request
+INSERT INTO seen_requests (key, signature, expires_at, batch_id) VALUES (:key, :signature, :expires_at, :batch_id)
+ON CONFLICT DO NOTHING;
+
+-- name: seen_request
+SELECT batch_id FROM seen_requests WHERE key = :key AND signature = :signature;
+
+-- name: idempotency_key
+SELECT fingerprint, batch_id FROM idempotency_keys WHERE account = :account AND key = :key;
+
+-- name: insert_idempotency_key
+INSERT INTO idempotency_keys (account, key, fingerprint, batch_id, expires_at)
+VALUES (:account, :key, :fingerprint, :batch_id, :expires_at);
+
+-- batches ----------------------------------------------------------------------
+
 -- name: insert_batch
-INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at)
-VALUES (:id, :account, :key, :callback_url, :job_count, :status, :run, :created_at);
+INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at, concurrency, destination)
+VALUES (:id, :account, :key, :callback_url, :job_count, :status, :run, :created_at, :concurrency, :destination);
 
 -- name: insert_job
-INSERT INTO jobs (batch_id, idx, namespace, action, params) VALUES (?, ?, ?, ?, ?);
+INSERT INTO jobs (batch_id, idx, namespace, action, params, job_key, depends_on) VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: get_batch
-SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at
+-- The columns of a Batch, in the model's order (store.base.BATCH_COLUMNS).
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
 FROM batches
 WHERE id = :id AND account = :account AND (expires_at IS NULL OR expires_at > :now);
 
+-- name: list_batches
+-- Newest first, from after a cursor (the created_at and id the previous page ended with).
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
+FROM batches
+WHERE account = :account
+  AND (expires_at IS NULL OR expires_at > :now)
+  AND (:status IS NULL OR status = :status)
+  AND (:before_at IS NULL OR created_at < :before_at OR (created_at = :before_at AND id < :before_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
 -- name: job_results
-SELECT namespace, action, params, response FROM jobs WHERE batch_id = :batch_id ORDER BY idx;
+SELECT namespace, action, coalesce(resolved_params, params), response, outcome
+FROM jobs WHERE batch_id = :batch_id ORDER BY idx;
+
+-- name: newest_delivery
+SELECT d.status, d.attempts, d.next_at,
+       (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id ORDER BY a.number DESC LIMIT 1)
+FROM deliveries d WHERE d.batch_id = :batch_id
+ORDER BY d.created_at DESC, d.rowid DESC LIMIT 1;
+
+-- name: usage
+SELECT (SELECT count(*) FROM batches WHERE account = :account AND status IN ('queued', 'running')),
+       (SELECT coalesce(sum(result_bytes), 0) FROM batches
+        WHERE account = :account AND (expires_at IS NULL OR expires_at > :now));
 
 -- name: restart_batch
 UPDATE batches
-SET status = 'queued', run = run + 1, done_count = 0, completed_at = NULL, expires_at = NULL,
-    lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+SET status = 'queued', run = run + 1, done_count = 0, failed_count = 0, cancelled_count = 0,
+    result_bytes = 0, started_at = NULL, completed_at = NULL, expires_at = NULL,
+    cancel_requested_at = NULL, lease_owner = NULL, lease_token = NULL, lease_expires = NULL
 WHERE id = :id;
 
 -- name: clear_responses
-UPDATE jobs SET response = NULL WHERE batch_id = :id;
+UPDATE jobs
+SET response = NULL, outcome = NULL, finished_at = NULL, duration_ms = NULL, attempts = NULL,
+    resolved_params = NULL
+WHERE batch_id = :id;
+
+-- name: restart_failed
+-- Only the jobs that failed or never ran run again: the others keep their results.
+UPDATE batches
+SET status = 'queued', run = run + 1,
+    done_count = done_count - failed_count - cancelled_count, failed_count = 0, cancelled_count = 0,
+    result_bytes = (SELECT coalesce(sum(length(response)), 0) FROM jobs
+                    WHERE jobs.batch_id = batches.id AND jobs.outcome = 'succeeded'),
+    started_at = NULL, completed_at = NULL, expires_at = NULL, cancel_requested_at = NULL,
+    lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+WHERE id = :id AND failed_count + cancelled_count > 0;
+
+-- name: clear_failed_responses
+UPDATE jobs
+SET response = NULL, outcome = NULL, finished_at = NULL, duration_ms = NULL, attempts = NULL,
+    resolved_params = NULL
+WHERE batch_id = :id AND outcome IN ('failed', 'cancelled');
 
 -- name: supersede_deliveries
 -- A restart: the callback still waiting for the previous run is replaced by the next run's.
 UPDATE deliveries SET status = 'superseded', lease_token = NULL WHERE batch_id = :id AND status = 'pending';
 
+-- name: cancel_unheld
+-- A batch no worker holds (queued, or its lease expired) finishes as cancelled at once.
+UPDATE batches
+SET status = 'cancelled', completed_at = :now, expires_at = :expires_at,
+    cancelled_count = cancelled_count + job_count - done_count, done_count = job_count,
+    result_bytes = result_bytes + (job_count - done_count) * length(:cancelled),
+    cancel_requested_at = coalesce(cancel_requested_at, :now),
+    lease_owner = NULL, lease_token = NULL, lease_expires = NULL
+WHERE id = :id AND status IN ('queued', 'running') AND (lease_token IS NULL OR lease_expires < :now);
+
+-- name: cancel_pending_jobs
+UPDATE jobs SET response = :cancelled, outcome = 'cancelled', finished_at = :now, attempts = 0
+WHERE batch_id = :id AND response IS NULL;
+
+-- name: request_cancel
+-- A batch a worker holds: its worker stops it.
+UPDATE batches SET cancel_requested_at = coalesce(cancel_requested_at, :now)
+WHERE id = :id AND status = 'running';
+
+-- the worker's side --------------------------------------------------------------
+
 -- name: claim_batches
 -- One statement leases the runnable batches (queued, or running with an expired lease), oldest
 -- first. Each gets its own token: the claim's random prefix and the batch id.
 UPDATE batches
-SET status = 'running', lease_owner = :owner, lease_token = :claim || '-' || id, lease_expires = :until
+SET status = 'running', lease_owner = :owner, lease_token = :claim || '-' || id, lease_expires = :until,
+    started_at = coalesce(started_at, :now)
 WHERE id IN (
     SELECT id FROM batches
-    WHERE status != 'complete' AND (status = 'queued' OR lease_expires < :now)
+    WHERE status IN ('queued', 'running') AND (status = 'queued' OR lease_expires < :now)
     ORDER BY created_at
     LIMIT :limit
 )
-RETURNING id, account, callback_url, run, lease_token, done_count, job_count, created_at;
+RETURNING id, account, callback_url, run, lease_token, job_count, concurrency,
+          cancel_requested_at IS NOT NULL, created_at;
 
--- name: remaining_jobs
-SELECT namespace, action, params FROM jobs WHERE batch_id = :id AND idx >= :start ORDER BY idx;
+-- name: lease_jobs
+SELECT idx, namespace, action, params, job_key, depends_on, outcome FROM jobs WHERE batch_id = :id ORDER BY idx;
 
 -- name: advance_batch
-UPDATE batches SET done_count = :done, lease_expires = :until
-WHERE id = :id AND lease_token = :token;
-
--- name: record_response
-UPDATE jobs SET response = ?3 WHERE batch_id = ?1 AND idx = ?2;
-
--- name: complete_batch
--- The last record: fenced like advance_batch, and it drops the lease, so it completes once.
+-- Fenced by the lease token: nothing is written for a lost lease.
 UPDATE batches
-SET status = 'complete', done_count = :done, completed_at = :now, expires_at = :expires_at,
+SET done_count = done_count + :done, failed_count = failed_count + :failed,
+    cancelled_count = cancelled_count + :cancelled, result_bytes = result_bytes + :bytes,
+    lease_expires = :until
+WHERE id = :id AND lease_token = :token
+RETURNING cancel_requested_at IS NOT NULL;
+
+-- name: record_job
+UPDATE jobs
+SET response = :response, outcome = :outcome, finished_at = :finished_at, duration_ms = :duration_ms,
+    attempts = :attempts, resolved_params = :resolved_params
+WHERE batch_id = :batch_id AND idx = :idx;
+
+-- name: finish_batch
+-- The last record, or the end of a cancelled batch: fenced like advance_batch, and it drops the
+-- lease, so it finishes once.
+UPDATE batches
+SET status = :status, done_count = job_count, failed_count = failed_count + :failed,
+    cancelled_count = cancelled_count + :cancelled + (job_count - done_count - :done),
+    result_bytes = result_bytes + :bytes + (job_count - done_count - :done) * length(coalesce(:cancelled_body, '')),
+    completed_at = :now, expires_at = :expires_at,
     lease_owner = NULL, lease_token = NULL, lease_expires = NULL
 WHERE id = :id AND lease_token = :token;
 
 -- name: renew_lease
-UPDATE batches SET lease_expires = :until WHERE lease_token = :token;
+UPDATE batches SET lease_expires = :until WHERE lease_token = :token
+RETURNING CASE WHEN cancel_requested_at IS NOT NULL THEN id END;
+
+-- the callback outbox -------------------------------------------------------------
 
 -- name: insert_delivery
-INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at)
-SELECT :id, id, callback_url, 'pending', :now, :now FROM batches WHERE id = :batch_id;
+INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination)
+SELECT :id, id, callback_url, 'pending', :now, :now, destination FROM batches WHERE id = :batch_id;
+
+-- name: recent_deliveries
+SELECT created_at FROM deliveries WHERE batch_id = :batch_id AND created_at >= :since ORDER BY created_at;
 
 -- name: due_deliveries
-SELECT id FROM deliveries WHERE status = 'pending' AND next_at <= :now ORDER BY next_at LIMIT :limit;
+-- Oldest first, passing over the destinations this process has backed off or has full (a JSON
+-- array of host:port, so the list is one parameter), and at most :per_destination to any one.
+SELECT id FROM (
+    SELECT id, next_at,
+           row_number() OVER (PARTITION BY coalesce(destination, id) ORDER BY next_at) AS nth
+    FROM deliveries
+    WHERE status = 'pending' AND next_at <= :now
+      AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(:skip)))
+)
+WHERE nth <= :per_destination
+ORDER BY next_at LIMIT :limit;
 
 -- name: lease_delivery
 UPDATE deliveries SET next_at = :until, lease_token = :token
 WHERE id = :id
-RETURNING id, batch_id, url, body, attempts,
-          (SELECT k.secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id);
+RETURNING id, batch_id, url, body, attempts, destination,
+          (SELECT k.webhook_secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id),
+          (SELECT k.secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id),
+          (SELECT CASE WHEN k.webhook_previous_until > :now THEN k.webhook_secret_previous END
+           FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id);
 
 -- name: insert_attempt
 INSERT INTO attempts (delivery_id, number, at, status_code, error, duration_ms)
@@ -93,6 +232,9 @@ UPDATE deliveries SET status = :status, attempts = :number, next_at = coalesce(:
                       lease_token = NULL
 WHERE id = :id AND lease_token = :token;
 
+-- name: postpone_delivery
+UPDATE deliveries SET next_at = :until, lease_token = NULL WHERE id = :id AND lease_token = :token;
+
 -- name: next_delivery_at
 SELECT min(next_at) FROM deliveries WHERE status = 'pending';
 
@@ -102,5 +244,13 @@ FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
 WHERE d.batch_id = :batch_id
 ORDER BY a.at, a.number;
 
+-- housekeeping ---------------------------------------------------------------------
+
 -- name: purge_batches
 DELETE FROM batches WHERE expires_at <= :now;
+
+-- name: purge_requests
+DELETE FROM seen_requests WHERE expires_at <= :now;
+
+-- name: purge_idempotency_keys
+DELETE FROM idempotency_keys WHERE expires_at <= :now;

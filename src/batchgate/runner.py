@@ -1,0 +1,286 @@
+"""One leased batch, run to its end: jobs in order, or a workflow of them, written behind them.
+
+Which job runs when: a job is ready once every job it waits for has finished; ready jobs start in
+index order, up to the batch's `concurrency` at once (1 by default: one after another, in order).
+A job that waits for one that failed does not run: it is answered 461 / 29032 naming it. Before a
+job runs, the references in its params are resolved from the responses they point into.
+
+A cancel (the client's, noticed through a record, the heartbeat or a notification) stops the
+batch: no job starts any more, a job in flight that can be stopped (an async or process action, a
+forwarded call) is stopped and answered `cancelled`, one that cannot (a thread) finishes and keeps
+its answer, and every job that did not run is answered `cancelled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from batchgate.actions import ActionContext, App
+from batchgate.models import Finished, JobOutcome, JobSpec, Lease, Recorded
+from batchgate.protocol.errors import (
+    DEPENDENCY_FAILED,
+    NOT_RUN_CANCELLED,
+    REFERENCE_UNRESOLVED,
+    STOPPED_CANCELLED,
+    BatchgateError,
+    job_error,
+)
+from batchgate.store import Store
+from batchgate.workflow import Unresolved, references, resolve
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(BatchgateError):
+    """The batch was restarted, or its lease expired and another worker took it."""
+
+
+class Recorder:
+    """Writes one batch's finished jobs behind them, one write in flight at a time.
+
+    Each write takes every job finished while the previous one was being written, and the next
+    write starts as soon as the previous one returns: fast jobs share a transaction, and a finished
+    job is saved without waiting for the next one to finish."""
+
+    def __init__(
+        self,
+        store: Store,
+        lease: Lease,
+        lease_s: float,
+        *,
+        on_completed: Callable[[], None],
+        on_cancel_requested: Callable[[], None],
+    ) -> None:
+        self.store, self.lease, self.lease_s = store, lease, lease_s
+        self.on_completed = on_completed
+        self.on_cancel_requested = on_cancel_requested
+        self.done = lease.done
+        self.pending: list[Finished] = []
+        self.writing: asyncio.Task[None] | None = None
+        self.completed = False
+
+    def check(self) -> None:
+        """Raises what the last finished write met (LeaseLost, StoreError), so a batch taken away
+        stops at the next job rather than at the end."""
+        if self.writing is not None and self.writing.done():
+            self.writing.result()
+
+    def add(self, finished: Finished) -> None:
+        self.check()
+        self.pending.append(finished)
+        if self.writing is None or self.writing.done():
+            self.writing = asyncio.create_task(self._write_pending())
+
+    async def _write_pending(self) -> None:
+        while self.pending:
+            finished, self.pending = self.pending, []
+            done = self.done + len(finished)
+            recorded = await self.store.record(self.lease, finished, done=done, lease_s=self.lease_s)
+            if recorded is Recorded.LOST:
+                raise LeaseLost(self.lease.batch_id)
+            self.done = done
+            if recorded is Recorded.CANCEL_REQUESTED:
+                self.on_cancel_requested()
+            elif recorded is Recorded.COMPLETED:
+                self.completed = True
+                if self.lease.callback_url:
+                    self.on_completed()
+
+    async def flush(self) -> None:
+        if self.writing is not None:
+            await self.writing
+
+
+class BatchRun:
+    """Runs the jobs of one leased batch; `run()` returns when the batch is finished, taken away, or
+    its worker is stopping (`stopping()`), having saved every job that finished."""
+
+    def __init__(
+        self,
+        store: Store,
+        app: App,
+        lease: Lease,
+        *,
+        lease_s: float,
+        stopping: Callable[[], bool],
+        on_completed: Callable[[], None],
+    ) -> None:
+        self.store, self.app, self.lease = store, app, lease
+        self.stopping = stopping
+        self.on_completed = on_completed
+        self.pending: dict[int, JobSpec] = dict(sorted(lease.jobs.items()))
+        self.outcomes: dict[int, JobOutcome] = dict(lease.outcomes)
+        self.responses: dict[int, Any] = {}  # decoded responses that other jobs' references point into
+        self.running: dict[asyncio.Task[Finished], int] = {}
+        self.cancelled = asyncio.Event()
+        self.recorder = Recorder(
+            store, lease, lease_s, on_completed=on_completed, on_cancel_requested=self.cancel
+        )
+        self.refers = referenced_jobs(lease.jobs, lease.keys)  # job -> the jobs its references point into
+        self.referenced = {target for targets in self.refers.values() for target in targets}
+        self._woken = asyncio.Event()
+
+    @property
+    def batch_id(self) -> str:
+        return self.lease.batch_id
+
+    def cancel(self) -> None:
+        """The client asked to stop the batch: stops what can be stopped of what runs."""
+        if self.cancelled.is_set():
+            return
+        self.cancelled.set()
+        for task, index in self.running.items():
+            job = self.lease.jobs[index]
+            if self.app.cancellable(job.namespace, job.action):
+                task.cancel()
+        self._woken.set()
+
+    async def run(self) -> None:
+        if self.lease.cancel_requested:
+            self.cancel()
+        else:
+            await self._load_referenced_responses()
+        try:
+            while not self.stopping():
+                self.recorder.check()
+                if not self.cancelled.is_set():
+                    self._start_ready_jobs()
+                if not self.running:
+                    break  # every job finished, or cancelled with nothing left running
+                await self._wait_for_a_job()
+            await self._drain_finished()
+        except BaseException:  # taken away, or the worker's stop ran out of grace: nothing left behind
+            for task in self.running:
+                task.cancel()
+            raise
+        await self.recorder.flush()
+        if self.cancelled.is_set() and not self.recorder.completed and not self.stopping():
+            await self._finish_cancelled()
+
+    # scheduling ------------------------------------------------------------
+    def _start_ready_jobs(self) -> None:
+        """Starts ready jobs in index order while there is room; a job whose dependency failed is
+        answered at once, which may settle jobs before it in turn, so passes repeat until none does."""
+        settled = True
+        while settled:
+            settled = False
+            for index, job in list(self.pending.items()):
+                if len(self.running) >= self.lease.concurrency:
+                    return
+                if not all(dep in self.outcomes for dep in job.depends_on):
+                    continue
+                del self.pending[index]
+                failed = [dep for dep in job.depends_on if self.outcomes[dep] is not JobOutcome.SUCCEEDED]
+                if failed:
+                    self._finished(self._dependency_failed(index, failed[0]))
+                    settled = True
+                    continue
+                self.running[asyncio.create_task(self._run_job(index, job))] = index
+
+    async def _wait_for_a_job(self) -> None:
+        self._woken.clear()
+        woken = asyncio.create_task(self._woken.wait())
+        try:
+            await asyncio.wait([*self.running, woken], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        self._collect_done()
+        await asyncio.sleep(0)  # a job that never awaits must not keep other batches and the API waiting
+
+    def _collect_done(self) -> None:
+        for task in [task for task in self.running if task.done()]:
+            index = self.running.pop(task)
+            if task.cancelled():
+                self._finished(Finished(index, STOPPED_CANCELLED, JobOutcome.CANCELLED, time.time()))
+            else:
+                self._finished(task.result())
+
+    async def _drain_finished(self) -> None:
+        """Waits for the jobs still running when the loop ends (a stopping worker's) and records
+        what they answer."""
+        if self.running:
+            await asyncio.wait(list(self.running))
+            self._collect_done()
+
+    def _finished(self, finished: Finished) -> None:
+        self.outcomes[finished.index] = finished.outcome
+        if finished.index in self.referenced:
+            self.responses[finished.index] = orjson.loads(finished.response)
+        self.recorder.add(finished)
+
+    # one job -----------------------------------------------------------------
+    async def _run_job(self, index: int, job: JobSpec) -> Finished:
+        ctx = ActionContext(
+            account=self.lease.account, async_id=self.batch_id, job_index=index, run=self.lease.run
+        )
+        params, resolved = job.params, None
+        if index in self.refers:
+            try:
+                resolved = orjson.dumps(resolve(orjson.loads(job.params), self._responses_by_key())).decode()
+            except Unresolved as exc:
+                body = job_error(str(exc), REFERENCE_UNRESOLVED)
+                return Finished(index, body, JobOutcome.FAILED, time.time())
+            params = resolved
+        started = time.perf_counter()
+        reply = await self.app.reply(job.namespace, job.action, params, ctx)
+        return Finished(
+            index=index,
+            response=reply.body,
+            outcome=JobOutcome.SUCCEEDED if reply.status == 200 else JobOutcome.FAILED,
+            finished_at=time.time(),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            attempts=reply.attempts,
+            resolved_params=resolved,
+        )
+
+    def _dependency_failed(self, index: int, dependency: int) -> Finished:
+        name = self._key_of.get(dependency)
+        which = f"job {dependency}" + (f" ({name!r})" if name else "")
+        body = job_error(f"Not run: {which}, which this job waits for, did not succeed", DEPENDENCY_FAILED)
+        return Finished(index, body, JobOutcome.FAILED, time.time(), attempts=0)
+
+    # references --------------------------------------------------------------
+    @property
+    def _key_of(self) -> dict[int, str]:
+        return {index: key for key, index in self.lease.keys.items()}
+
+    def _responses_by_key(self) -> dict[str, Any]:
+        return {
+            key: self.responses[index] for key, index in self.lease.keys.items() if index in self.responses
+        }
+
+    async def _load_referenced_responses(self) -> None:
+        """A resumed batch: the responses its jobs point into that finished before this lease."""
+        wanted = {index for index in self.referenced if index in self.outcomes}
+        if wanted:
+            results = await self.store.job_results(self.batch_id)
+            for index in wanted:
+                response = results[index].response
+                if response is not None:
+                    self.responses[index] = orjson.loads(response)
+
+    # a cancel --------------------------------------------------------------
+    async def _finish_cancelled(self) -> None:
+        if await self.store.finish_cancelled(self.lease, [], cancelled=NOT_RUN_CANCELLED):
+            if self.lease.callback_url:
+                self.on_completed()
+        else:
+            raise LeaseLost(self.batch_id)
+
+
+def referenced_jobs(jobs: dict[int, JobSpec], keys: dict[str, int]) -> dict[int, list[int]]:
+    """For each job whose params hold references, the indexes of the jobs they point into."""
+    found: dict[int, list[int]] = {}
+    for index, job in jobs.items():
+        if '"$ref"' not in job.params:  # the common case: no need to decode
+            continue
+        targets = [keys[ref.job] for ref in references(orjson.loads(job.params)) if ref.job in keys]
+        if targets:
+            found[index] = targets
+    return found
