@@ -44,6 +44,19 @@ async def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterat
 
 
 @pytest.fixture
+def each_store_settings(db_url: str) -> Settings:
+    """The test server's settings, on a fresh database of each backend in turn."""
+    return Settings(
+        db=db_url,
+        callback_allow="127.0.0.1",
+        callback_retry_schedule=FAST_RETRIES,
+        lease_s=2.0,
+        poll_s=0.2,
+        callback_timeout_s=2.0,
+    )
+
+
+@pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
     store = open_store(db_url, result_ttl_s=3600)
     await store.open()

@@ -14,6 +14,7 @@ import importlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from batchgate.protocol.errors import is_error_body
 from batchgate.settings import Settings, parse_schedule
 from batchgate.store import Store, StoreError, open_store
 from batchgate.store.sqlite import path_of
+from batchgate.vault import Vault, VaultError, new_server_key
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,6 +72,12 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str) -> tuple[f
         raise click.BadParameter(str(exc)) from exc
 
 
+server_key_option = _option(
+    "--server-key",
+    default="",
+    show_default=False,
+    help="Fernet keys, comma-separated: the first encrypts the keys' secrets at rest, every one decrypts.",
+)
 db_option = _option(
     "--db",
     default=DEFAULTS.db,
@@ -80,6 +88,7 @@ db_option = _option(
 # Each option's name, the Settings field it fills, and its click declaration.
 COMMON_OPTIONS = _options(
     db_option,
+    server_key_option,
     _option(
         "--result-ttl",
         "result_ttl_s",
@@ -175,9 +184,9 @@ def shown(db: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def opened_store(db: str) -> AsyncIterator[tuple[Store, list[int]]]:
+async def opened_store(db: str, server_key: str = "") -> AsyncIterator[tuple[Store, list[int]]]:
     """The store, open, and the migrations opening it applied."""
-    store = open_store(db, result_ttl_s=DEFAULTS.result_ttl_s)
+    store = open_store(db, result_ttl_s=DEFAULTS.result_ttl_s, vault=Vault(server_key))
     applied = await store.open()
     try:
         yield store, applied
@@ -191,9 +200,13 @@ def run_on(db: str, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     except StoreError as exc:
         raise click.ClickException(f"could not use the database {shown(db)}: {exc}") from exc
+    except VaultError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
-def with_store(db: str, use: Callable[[Store], Coroutine[Any, Any, T]], *, create: bool = False) -> T:
+def with_store(
+    db: str, use: Callable[[Store], Coroutine[Any, Any, T]], *, create: bool = False, server_key: str = ""
+) -> T:
     """Runs `use` on the opened store. A missing SQLite file is created only when `create` is set:
     otherwise a typo in --db would make an empty database."""
     if db.startswith("sqlite://") and not create and not Path(path_of(db)).exists():
@@ -202,7 +215,7 @@ def with_store(db: str, use: Callable[[Store], Coroutine[Any, Any, T]], *, creat
         )
 
     async def run() -> T:
-        async with opened_store(db) as (store, _):
+        async with opened_store(db, server_key) as (store, _):
             return await use(store)
 
     return run_on(db, run())
@@ -390,14 +403,15 @@ def _account_name(ctx: click.Context, param: click.Parameter, value: str) -> str
 @keys.command("create")
 @click.option("--name", required=True, callback=_account_name, help="The account the key belongs to.")
 @db_option
+@server_key_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "secret": ...} on one line.')
 @click.option(
     "--env", "as_env", is_flag=True, help='Print shell exports: eval "$(batchgate keys create ... --env)".'
 )
-def keys_create(name: str, db: str, as_json: bool, as_env: bool) -> None:
+def keys_create(name: str, db: str, server_key: str, as_json: bool, as_env: bool) -> None:
     """Creates a key and prints its secrets (shown only here): the secret signs requests, the
     webhook secret verifies callbacks. Creates the database if needed."""
-    api_key = with_store(db, lambda store: store.create_key(name), create=True)
+    api_key = with_store(db, lambda store: store.create_key(name), create=True, server_key=server_key)
     _print_key(api_key, as_json=as_json, as_env=as_env)
 
 
@@ -425,11 +439,61 @@ def _print_key(api_key: ApiKey, *, as_json: bool, as_env: bool) -> None:
 
 @keys.command("list")
 @db_option
-def keys_list(db: str) -> None:
+@server_key_option
+def keys_list(db: str, server_key: str) -> None:
     """Lists keys (without their secrets)."""
-    for api_key in with_store(db, lambda store: store.list_keys()):
+    for api_key in with_store(db, lambda store: store.list_keys(), server_key=server_key):
         state = "revoked" if api_key.revoked_at is not None else "active"
         click.echo(f"{api_key.key}  {api_key.account}  {state}")
+
+
+@keys.command("rotate-webhook-secret")
+@click.argument("key")
+@click.option(
+    "--overlap",
+    type=float,
+    default=24 * 3600.0,
+    show_default=True,
+    help="Seconds the old secret keeps signing callbacks beside the new one.",
+)
+@db_option
+@server_key_option
+@click.option("--json", "as_json", is_flag=True, help='Print {"key": ..., "webhookSecret": ...} on one line.')
+def keys_rotate_webhook_secret(key: str, overlap: float, db: str, server_key: str, as_json: bool) -> None:
+    """Gives a key a new webhook secret. Until the overlap ends, callbacks carry a signature with
+    each secret, so receivers can switch to the new one without losing a callback."""
+    rotated = with_store(
+        db, lambda store: store.rotate_webhook_secret(key, overlap_s=overlap), server_key=server_key
+    )
+    if rotated is None:
+        raise click.ClickException(f"no active key {key}")
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(rotated.webhook_previous_until or 0))
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {"key": rotated.key, "webhookSecret": rotated.webhook_secret, "previousUntil": until}
+            )
+        )
+    else:
+        click.echo(f"webhook secret: {rotated.webhook_secret}\nthe previous one signs too until {until}")
+
+
+@keys.command("reseal")
+@db_option
+@server_key_option
+def keys_reseal(db: str, server_key: str) -> None:
+    """Writes every key's secrets again, encrypted with the first BATCHGATE_SERVER_KEY: after adding a
+    server key, or to rotate it (list the new key first and the old one after, reseal, then drop
+    the old one)."""
+    if not server_key:
+        raise click.ClickException("set BATCHGATE_SERVER_KEY (or --server-key) to the key to encrypt with")
+    click.echo(f"resealed {with_store(db, lambda store: store.reseal_secrets(), server_key=server_key)} keys")
+
+
+@keys.command("new-server-key")
+def keys_new_server_key() -> None:
+    """Prints a new server key, for BATCHGATE_SERVER_KEY."""
+    click.echo(new_server_key())
 
 
 @keys.command("revoke")
@@ -505,12 +569,12 @@ def call(
         )
 
 
-def _jobs_of(spec: Any, jobs_file: Path) -> tuple[list[Any], str | None]:
-    """The jobs and callback URL of a jobs file: a list of jobs, or a whole run request."""
+def _jobs_of(spec: Any, jobs_file: Path) -> tuple[list[Any], dict[str, Any]]:
+    """The jobs of a jobs file, and the other params of a whole run request (callbackUrl, concurrency)."""
     if isinstance(spec, list):
-        return spec, None
+        return spec, {}
     if isinstance(spec, dict) and "jobs" in spec:
-        return spec["jobs"], spec.get("callbackUrl")
+        return spec["jobs"], spec
     if isinstance(spec, dict) and "namespace" in spec:
         hint = "it holds one job: put it in a list, [{...}]"
     else:
@@ -525,12 +589,19 @@ def _jobs_of(spec: Any, jobs_file: Path) -> tuple[list[Any], str | None]:
 @click.option(
     "--fail-on-error", is_flag=True, help="With --wait: exit 3 when any job's response is an error body."
 )
+@click.option("--concurrency", type=int, help="Jobs run at once (those without dependencies); 1 by default.")
+@click.option(
+    "--idempotency-key",
+    help="Sent as the Idempotency-Key header: the same key again answers the first batch.",
+)
 @CLIENT_OPTIONS
 def submit(
     jobs_file: Path,
     callback: str | None,
     wait: bool,
     fail_on_error: bool,
+    concurrency: int | None,
+    idempotency_key: str | None,
     url: str,
     key: str,
     secret: str,
@@ -540,9 +611,16 @@ def submit(
     Without --wait, prints the asyncId. Read the results later with
     `batchgate call batch results '{"async": "ASYNC_ID"}'`.
     """
-    jobs, file_callback = _jobs_of(_read_json(f"@{jobs_file}", "JOBS_FILE"), jobs_file)
+    jobs, options = _jobs_of(_read_json(f"@{jobs_file}", "JOBS_FILE"), jobs_file)
     with Client(url, key, secret) as client:
-        async_id = _client_call(lambda: client.run(jobs, callback_url=callback or file_callback))
+        async_id = _client_call(
+            lambda: client.run(
+                jobs,
+                callback_url=callback or options.get("callbackUrl"),
+                concurrency=concurrency or options.get("concurrency"),
+                idempotency_key=idempotency_key,
+            )
+        )
         if not wait:
             echo_json({"asyncId": async_id})
             return

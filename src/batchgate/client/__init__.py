@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiohttp
 import orjson
@@ -19,6 +19,9 @@ import orjson
 from batchgate.protocol.errors import BatchgateError
 from batchgate.protocol.paths import call_uri
 from batchgate.protocol.signing import sign_headers
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class ClientError(BatchgateError):
@@ -104,25 +107,58 @@ class AsyncClient:
             raise ApiError(response.status, answer)
         return answer
 
-    async def run(self, jobs: Sequence[dict[str, Any]], *, callback_url: str | None = None) -> str:
+    async def run(
+        self,
+        jobs: Sequence[dict[str, Any]],
+        *,
+        callback_url: str | None = None,
+        concurrency: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Submits a batch; its asyncId. `concurrency` runs up to that many jobs at once (those
+        without dependencies); the same `idempotency_key` on a retry answers the first batch."""
         params: dict[str, Any] = {"jobs": list(jobs)}
         if callback_url:
             params["callbackUrl"] = callback_url
-        answer = await self.call("batch", "run", params)
+        if concurrency is not None:
+            params["concurrency"] = concurrency
+        answer = await self.call("batch", "run", params, idempotency_key=idempotency_key)
         return str(answer["asyncId"])
 
     async def progress(self, async_id: str) -> int:
         return int((await self.call("batch", "progress", {"async": async_id}))["progress"])
 
-    async def results(self, async_id: str) -> dict[str, Any]:
-        answer: dict[str, Any] = await self.call("batch", "results", {"async": async_id})
+    async def results(self, async_id: str, *, partial: bool = False) -> dict[str, Any]:
+        """The results of a finished batch; with `partial`, of any batch so far, each job with its status."""
+        params: dict[str, Any] = {"async": async_id, **({"partial": True} if partial else {})}
+        answer: dict[str, Any] = await self.call("batch", "results", params)
         return answer
+
+    async def status(self, async_id: str) -> dict[str, Any]:
+        """The batch's status, counts by outcome, times and callback state."""
+        answer: dict[str, Any] = await self.call("batch", "status", {"async": async_id})
+        return answer
+
+    async def list_batches(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A page of this account's batches, newest first: {"batches": [...], "nextCursor"}."""
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        answer: dict[str, Any] = await self.call(
+            "batch", "list", {name: value for name, value in params.items() if value is not None}
+        )
+        return answer
+
+    async def cancel(self, async_id: str) -> bool:
+        return bool((await self.call("batch", "cancel", {"async": async_id}))["cancelled"])
 
     async def repost(self, async_id: str) -> bool:
         return bool((await self.call("batch", "repost", {"async": async_id}))["reposted"])
 
-    async def restart(self, async_id: str) -> bool:
-        return bool((await self.call("batch", "restart", {"async": async_id}))["restarted"])
+    async def restart(self, async_id: str, *, failed_only: bool = False) -> bool:
+        """Runs the batch again; with `failed_only`, only the jobs that failed or never ran."""
+        params: dict[str, Any] = {"async": async_id, **({"failedOnly": True} if failed_only else {})}
+        return bool((await self.call("batch", "restart", params))["restarted"])
 
     async def wait(
         self,
@@ -145,6 +181,18 @@ class AsyncClient:
         return await self.results(async_id)
 
 
+def _blocking(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Client, P], T]:
+    """An AsyncClient method, run to its end on the sync client's own event loop."""
+
+    def call(client: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return client._runner.run(method(client._client, *args, **kwargs))
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
 class Client:
     """The same calls, blocking: each runs `AsyncClient`'s coroutine on a private event loop."""
 
@@ -162,28 +210,16 @@ class Client:
         self._runner.run(self._client.close())
         self._runner.close()
 
-    def call(
-        self, namespace: str, action: str, params: Any = None, *, idempotency_key: str | None = None
-    ) -> Any:
-        return self._runner.run(self._client.call(namespace, action, params, idempotency_key=idempotency_key))
-
-    def run(self, jobs: Sequence[dict[str, Any]], *, callback_url: str | None = None) -> str:
-        return self._runner.run(self._client.run(jobs, callback_url=callback_url))
-
-    def progress(self, async_id: str) -> int:
-        return self._runner.run(self._client.progress(async_id))
-
-    def results(self, async_id: str) -> dict[str, Any]:
-        return self._runner.run(self._client.results(async_id))
-
-    def repost(self, async_id: str) -> bool:
-        return self._runner.run(self._client.repost(async_id))
-
-    def restart(self, async_id: str) -> bool:
-        return self._runner.run(self._client.restart(async_id))
-
-    def wait(self, async_id: str, **options: Any) -> dict[str, Any]:
-        return self._runner.run(self._client.wait(async_id, **options))
+    call = _blocking(AsyncClient.call)
+    run = _blocking(AsyncClient.run)
+    progress = _blocking(AsyncClient.progress)
+    results = _blocking(AsyncClient.results)
+    status = _blocking(AsyncClient.status)
+    list_batches = _blocking(AsyncClient.list_batches)
+    cancel = _blocking(AsyncClient.cancel)
+    repost = _blocking(AsyncClient.repost)
+    restart = _blocking(AsyncClient.restart)
+    wait = _blocking(AsyncClient.wait)
 
 
 __all__ = ["ApiError", "AsyncClient", "Client", "ClientError", "Unreachable", "build_request"]
