@@ -42,7 +42,8 @@ DEFAULTS = Settings()
 def _option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option that is also read from BATCHGATE_<NAME>."""
     env = "BATCHGATE_" + names[0].split("/")[0].lstrip("-").replace("-", "_").upper()
-    return click.option(*names, envvar=env, show_envvar=True, show_default=True, **kwargs)
+    kwargs.setdefault("show_default", True)
+    return click.option(*names, envvar=env, show_envvar=True, **kwargs)
 
 
 def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
@@ -115,6 +116,75 @@ API_OPTIONS = _options(
         default=DEFAULTS.key_cache_s,
         help="Seconds an API key is remembered; a revocation takes up to this long to apply.",
     ),
+    _option(
+        "--header-timeout",
+        "header_timeout_s",
+        type=float,
+        default=DEFAULTS.header_timeout_s,
+        help="Seconds a connection has to send a request's headers (a silent one is closed after it).",
+    ),
+    _option(
+        "--max-header-bytes", type=int, default=DEFAULTS.max_header_bytes, help="Largest request headers."
+    ),
+    _option(
+        "--body-min-rate",
+        type=int,
+        default=DEFAULTS.body_min_rate,
+        help="Bytes per second a request body must arrive at (after 2 s); 0: no minimum.",
+    ),
+    _option(
+        "--idle-timeout",
+        "idle_timeout_s",
+        type=float,
+        default=DEFAULTS.idle_timeout_s,
+        help="Seconds an idle keep-alive connection stays open.",
+    ),
+    _option(
+        "--max-connections", type=int, default=DEFAULTS.max_connections, help="Open connections at once."
+    ),
+    _option(
+        "--max-body-memory",
+        type=int,
+        default=DEFAULTS.max_body_memory,
+        help="Bytes of request bodies the process holds at once; past it, 429.",
+    ),
+    _option(
+        "--rate-limit",
+        type=float,
+        default=DEFAULTS.rate_limit,
+        help="Requests per second per account, per API process (a burst of twice that); 0: no limit.",
+    ),
+    _option(
+        "--max-open-batches",
+        type=int,
+        default=DEFAULTS.max_open_batches,
+        help="Batches not yet finished an account may have; 0: no limit.",
+    ),
+    _option(
+        "--max-result-bytes",
+        type=int,
+        default=DEFAULTS.max_result_bytes,
+        help="Bytes of results an account may hold until they expire; 0: no limit.",
+    ),
+    _option(
+        "--reposts-per-hour",
+        type=int,
+        default=DEFAULTS.reposts_per_hour,
+        help="Reposts of one batch per hour.",
+    ),
+    _option(
+        "--max-concurrency",
+        type=int,
+        default=DEFAULTS.max_concurrency,
+        help="The largest 'concurrency' a run may ask for.",
+    ),
+    _option(
+        "--idempotency-ttl",
+        "idempotency_ttl_s",
+        type=float,
+        default=DEFAULTS.idempotency_ttl_s,
+        help="Seconds an Idempotency-Key of run is remembered.",
+    ),
 )
 WORKER_OPTIONS = _options(
     _option("--max-batches", type=int, default=DEFAULTS.max_batches, help="Batches one worker runs at once."),
@@ -155,6 +225,34 @@ WORKER_OPTIONS = _options(
         type=int,
         default=DEFAULTS.callback_concurrency,
         help="Callbacks sent at once.",
+    ),
+    _option(
+        "--callback-per-destination",
+        type=int,
+        default=DEFAULTS.callback_per_destination,
+        help="Callbacks in flight to one host:port at once.",
+    ),
+    _option(
+        "--callback-breaker-threshold",
+        type=int,
+        default=DEFAULTS.callback_breaker_threshold,
+        help="Failed callbacks in a row that back a destination off (for 30 s, doubling to 10 min).",
+    ),
+    _option(
+        "--job-timeout",
+        "job_timeout_s",
+        type=float,
+        default=DEFAULTS.job_timeout_s,
+        help="Seconds a Python action may take, unless it sets its own timeout_s.",
+    ),
+    _option(
+        "--action-threads", type=int, default=DEFAULTS.action_threads, help="Threads for plain def actions."
+    ),
+    _option(
+        "--action-processes",
+        type=int,
+        default=DEFAULTS.action_processes,
+        help="Processes for actions registered with process=True.",
     ),
 )
 APP_OPTIONS = _options(
@@ -306,19 +404,12 @@ def serve(
     import uvicorn
 
     from batchgate.server import create_app
+    from batchgate.server.connections import uvicorn_config
 
     configure_logging(log_level)
-    asgi = create_app(settings_from(options), build_app(app, app_dir, config), run_worker=run_worker)
-    uvicorn.run(
-        asgi,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        proxy_headers=False,  # nothing reads the client's address: skip a middleware on every call
-        lifespan="on",
-        timeout_graceful_shutdown=15,
-    )
+    settings = settings_from(options)
+    asgi = create_app(settings, build_app(app, app_dir, config), run_worker=run_worker)
+    uvicorn.Server(uvicorn_config(asgi, settings, host=host, port=port, log_level=log_level)).run()
 
 
 @main.command()

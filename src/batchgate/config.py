@@ -183,7 +183,7 @@ def build_app(config: Config) -> App:
             read_only = [
                 q.partition(".")[2] for q in upstream_config.read_only if q.startswith(namespace + ".")
             ]
-            app.mount(namespace, upstream.forward, read_only=read_only)
+            app.mount(namespace, upstream.forward, read_only=read_only, busy=upstream.saturated)
         app.on_startup.append(upstream.open)
         app.on_shutdown.append(upstream.close)
     return app

@@ -23,6 +23,36 @@ def owner_id(role: str) -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+class StoreHealth:
+    """Whether a loop can use the store. A store that fails (a full disk, a database gone) is said
+    once, when it starts failing or fails otherwise, not at every poll, and the loop looks again
+    less and less often (up to a minute) until it works again, which is said once too."""
+
+    MAX_BACKOFF_S = 60.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failure: str | None = None
+        self.failures = 0
+
+    def failed(self, exc: StoreError) -> None:
+        self.failures += 1
+        if str(exc) != self.failure:
+            self.failure = str(exc)
+            log.error("%s cannot use the store (%s); it will keep trying", self.name, exc)
+
+    def worked(self) -> None:
+        if self.failure is not None:
+            log.warning("%s can use the store again", self.name)
+        self.failure, self.failures = None, 0
+
+    def poll_s(self, normal_s: float) -> float:
+        """How long to wait before looking again: longer while the store keeps failing."""
+        if not self.failures:
+            return normal_s
+        return min(self.MAX_BACKOFF_S, normal_s * 2.0 ** min(self.failures, 16))
+
+
 class ClaimLoop(ABC):
     """Claims up to `capacity` items at a time and runs each as a task until stopped or idle."""
 
@@ -32,6 +62,7 @@ class ClaimLoop(ABC):
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.store_health = StoreHealth(type(self).__name__)
 
     def wake(self) -> None:
         """Something new may be due: claim now instead of at the next poll."""
@@ -41,6 +72,10 @@ class ClaimLoop(ABC):
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
         """Claims up to `limit` items and returns the coroutines that work on them."""
 
+    def _parked(self) -> int:
+        """Items running that wait on something else and need not count against the capacity."""
+        return 0
+
     async def _idle_wait_s(self) -> float | None:
         """How long to wait when nothing was claimed; None means there is nothing left to do at all."""
         return None
@@ -49,28 +84,32 @@ class ClaimLoop(ABC):
         """Works until `stop()`; with `until_idle`, returns once nothing is running or left to do."""
         while not self._stopping:
             self._wake.clear()
-            free = self.capacity - len(self._tasks)
+            free = self.capacity - len(self._tasks) + self._parked()
             started = await self._start(free) if free > 0 else 0
             if started and started == free:
                 continue  # there may be more waiting
             wait_s = self.poll_s if self._tasks else await self._idle_wait_s_safe()
             if until_idle and not self._tasks and wait_s is None:
                 return
-            await self._wait(self.poll_s if wait_s is None else min(wait_s, self.poll_s))
+            poll_s = self.store_health.poll_s(self.poll_s)
+            await self._wait(poll_s if wait_s is None else min(wait_s, poll_s))
 
     async def _idle_wait_s_safe(self) -> float | None:
         try:
-            return await self._idle_wait_s()
-        except StoreError:
-            log.exception("%s could not read the store", type(self).__name__)
+            due = await self._idle_wait_s()
+        except StoreError as exc:
+            self.store_health.failed(exc)
             return self.poll_s
+        self.store_health.worked()
+        return due
 
     async def _start(self, limit: int) -> int:
         try:
             work = await self._claim(limit)
-        except StoreError:
-            log.exception("%s could not claim work", type(self).__name__)
+        except StoreError as exc:
+            self.store_health.failed(exc)
             return 0
+        self.store_health.worked()
         for coroutine in work:
             task = asyncio.create_task(coroutine)
             self._tasks.add(task)

@@ -110,10 +110,13 @@ class BatchRun:
         lease_s: float,
         stopping: Callable[[], bool],
         on_completed: Callable[[], None],
+        on_parked: Callable[[], None] = lambda: None,
     ) -> None:
         self.store, self.app, self.lease = store, app, lease
         self.stopping = stopping
         self.on_completed = on_completed
+        self.on_parked = on_parked  # the worker may take other batches meanwhile
+        self.parked = False  # every job running waits for a full upstream
         self.pending: dict[int, JobSpec] = dict(sorted(lease.jobs.items()))
         self.outcomes: dict[int, JobOutcome] = dict(lease.outcomes)
         self.responses: dict[int, Any] = {}  # decoded responses that other jobs' references point into
@@ -186,10 +189,14 @@ class BatchRun:
     async def _wait_for_a_job(self) -> None:
         self._woken.clear()
         woken = asyncio.create_task(self._woken.wait())
+        self.parked = all(self.app.busy(self.lease.jobs[index].namespace) for index in self.running.values())
+        if self.parked:
+            self.on_parked()
         try:
             await asyncio.wait([*self.running, woken], return_when=asyncio.FIRST_COMPLETED)
         finally:
             woken.cancel()
+            self.parked = False
         self._collect_done()
         await asyncio.sleep(0)  # a job that never awaits must not keep other batches and the API waiting
 

@@ -65,6 +65,7 @@ class Service:
                 destinations=Destinations(
                     per_destination=settings.callback_per_destination,
                     threshold=settings.callback_breaker_threshold,
+                    first_cooldown_s=settings.callback_breaker_cooldown_s,
                 ),
             )
             worker = Worker(
@@ -120,8 +121,8 @@ class Service:
             await asyncio.sleep(self.settings.purge_every_s)
             try:
                 purged = await self.store.purge()
-            except StoreError:
-                log.exception("could not purge expired batches; trying again later")
+            except StoreError as exc:
+                log.warning("could not purge expired batches (%s); trying again later", exc)
                 continue
             if purged:
                 log.info("purged %d expired batches", purged)

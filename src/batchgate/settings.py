@@ -28,6 +28,7 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     key_cache_s: float = 5.0  # how long a key (or a revocation) may go unnoticed by another process
     header_timeout_s: float = 10.0  # a request's headers must have arrived within this
+    max_header_bytes: int = 64 * 1024
     body_min_rate: int = 1024  # bytes/s a body must arrive at, after its first second or so
     idle_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
     max_connections: int = 1000
@@ -54,4 +55,5 @@ class Settings:
     callback_concurrency: int = 50
     callback_per_destination: int = 10  # in flight to one host:port at once
     callback_breaker_threshold: int = 5  # failures in a row that back a destination off
+    callback_breaker_cooldown_s: float = 30.0  # the first back-off; it doubles, up to 10 minutes
     retry_after_cap_s: float = 3600.0

@@ -49,8 +49,15 @@ class Worker(ClaimLoop):
         if run is not None:
             run.cancel()
 
+    def _parked(self) -> int:
+        """Batches waiting on an upstream that is full do not hold a slot (as many as there are slots,
+        so that a slow upstream holds at most half of what this worker runs)."""
+        return min(self.capacity, sum(run.parked for run in self._runs.values()))
+
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
-        leases = await self.store.claim_batches(self.owner, limit=limit, lease_s=self.lease_s)
+        leases = await self.store.claim_batches(
+            self.owner, limit=limit, lease_s=self.lease_s, skip_namespaces=self.app.busy_namespaces()
+        )
         self._held.update(lease.token for lease in leases)
         return [self._run_batch(lease) for lease in leases]
 
@@ -62,13 +69,17 @@ class Worker(ClaimLoop):
             lease_s=self.lease_s,
             stopping=lambda: self._stopping,
             on_completed=self.on_delivery_queued,
+            on_parked=self.wake,
         )
         self._runs[lease.batch_id] = run
         try:
             await run.run()
-        except StoreError:
+        except StoreError as exc:
             # Not recorded: the lease runs out and the batch resumes from its last recorded job.
-            log.exception("batch %s: could not record jobs; it will be resumed", lease.batch_id)
+            self.store_health.failed(exc)
+            log.warning(
+                "batch %s: could not record its jobs; it resumes when its lease expires", lease.batch_id
+            )
         except LeaseLost:
             log.info("batch %s: lease lost (restarted, or expired and taken); leaving it", lease.batch_id)
         except Exception:
@@ -96,8 +107,8 @@ class Worker(ClaimLoop):
             try:
                 for batch_id in await self.store.renew(list(self._held), lease_s=self.lease_s):
                     self.cancel(batch_id)
-            except StoreError:
-                log.exception("could not renew leases")
+            except StoreError as exc:
+                self.store_health.failed(exc)
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Finishes the jobs in progress, then gives the unfinished batches back at once."""

@@ -128,6 +128,7 @@ class App:
         self._actions: dict[tuple[str, str], Action] = {}
         self._mounts: dict[str, Forward] = {}
         self._read_only_mounted: set[tuple[str, str]] = set()
+        self._busy: dict[str, Callable[[], bool]] = {}  # forwarded namespace -> is its upstream full?
         self._thread_pool: ThreadPoolExecutor | None = None
         self._process_pool: pebble.ProcessPool | None = None
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
@@ -208,9 +209,17 @@ class App:
             process,
         )
 
-    def mount(self, namespace: str, forward: Forward, *, read_only: Collection[str] = ()) -> None:
+    def mount(
+        self,
+        namespace: str,
+        forward: Forward,
+        *,
+        read_only: Collection[str] = (),
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         """Serves every action of `namespace` through `forward` (gateway mode); the actions named in
-        `read_only` change nothing, so a repeated signed call of one may be forwarded again."""
+        `read_only` change nothing, so a repeated signed call of one may be forwarded again; `busy`
+        says when a call made now would wait for the upstream (its slots are all taken)."""
         if namespace == RESERVED_NAMESPACE:
             raise ValueError("the 'batch' namespace is batchgate's own")
         # One owner per namespace: a mount silently shadowing registered actions would be a surprise.
@@ -218,6 +227,8 @@ class App:
             raise ValueError(f"namespace {namespace} is already served")
         self._mounts[namespace] = forward
         self._read_only_mounted.update((namespace, name) for name in read_only)
+        if busy is not None:
+            self._busy[namespace] = busy
 
     def include(self, other: App) -> None:
         """Serves another app's actions and mounts too, each action with its own options."""
@@ -232,7 +243,7 @@ class App:
             )
         for namespace, forward in other._mounts.items():
             read_only = [name for ns, name in other._read_only_mounted if ns == namespace]
-            self.mount(namespace, forward, read_only=read_only)
+            self.mount(namespace, forward, read_only=read_only, busy=other._busy.get(namespace))
         self.on_startup.extend(other.on_startup)
         self.on_shutdown.extend(other.on_shutdown)
 
@@ -252,6 +263,14 @@ class App:
             return (namespace, name) in self._read_only_mounted
         action = self._actions.get((namespace, name))
         return action is None or action.read_only
+
+    def busy_namespaces(self) -> list[str]:
+        """The forwarded namespaces whose upstream has no free slot now."""
+        return [namespace for namespace, busy in self._busy.items() if busy()]
+
+    def busy(self, namespace: str) -> bool:
+        check = self._busy.get(namespace)
+        return check is not None and check()
 
     def cancellable(self, namespace: str, name: str) -> bool:
         """Whether a call in flight can be stopped: a forwarded one, an async or process action."""

@@ -110,6 +110,10 @@ class Upstream:
         self._pacer = Pacer(config.rate_per_s)
         self._session: aiohttp.ClientSession | None = None
 
+    def saturated(self) -> bool:
+        """Whether every slot is taken: a call made now would wait for one."""
+        return self._slots.locked()
+
     async def open(self) -> None:
         """Opens the pooled session; run from the app's start-up hooks, inside the event loop."""
         if self._session is None:

@@ -433,13 +433,18 @@ class Store(ABC):
     ) -> Change: ...
 
     # batches, as the worker sees them --------------------------------------
-    async def claim_batches(self, owner: str, *, limit: int, lease_s: float) -> list[Lease]:
+    async def claim_batches(
+        self, owner: str, *, limit: int, lease_s: float, skip_namespaces: Sequence[str] = ()
+    ) -> list[Lease]:
         """Leases up to `limit` runnable batches, oldest first: queued ones, and running ones whose
-        lease expired. Each lease holds the jobs not yet finished."""
-        return await self._claim_batches(owner, limit, self.clock(), lease_s)
+        lease expired; passing over those whose next job is in one of `skip_namespaces` (forwarded
+        to an upstream that is full in this process). Each lease holds the jobs not yet finished."""
+        return await self._claim_batches(owner, limit, self.clock(), lease_s, list(skip_namespaces))
 
     @abstractmethod
-    async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]: ...
+    async def _claim_batches(
+        self, owner: str, limit: int, now: float, lease_s: float, skip_namespaces: list[str]
+    ) -> list[Lease]: ...
 
     async def record(
         self, lease: Lease, finished: Sequence[Finished], *, done: int, lease_s: float

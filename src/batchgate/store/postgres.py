@@ -403,9 +403,11 @@ class PostgresStore(Store):
 
     # the worker's side -----------------------------------------------------
     @wrap_exceptions
-    async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]:
+    async def _claim_batches(
+        self, owner: str, limit: int, now: float, lease_s: float, skip_namespaces: list[str]
+    ) -> list[Lease]:
         await self._keep_clock_synced()
-        rows = await self._pool.fetch(Q["claim_batches"], owner, now, limit, now + lease_s)
+        rows = await self._pool.fetch(Q["claim_batches"], owner, now, limit, now + lease_s, skip_namespaces)
         return [lease_from_rows(row[:8], list(zip(*row[8:], strict=True))) for row in rows]
 
     @wrap_exceptions

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -93,7 +94,7 @@ class SQLiteStore(Store):
     # lifecycle -------------------------------------------------------------
     async def open(self) -> list[int]:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(self.path))
         return await self._in_writer(self._migrate)
 
     async def close(self) -> None:
@@ -408,13 +409,16 @@ class SQLiteStore(Store):
         return await self._write(cancel)
 
     # the worker's side -----------------------------------------------------
-    async def _claim_batches(self, owner: str, limit: int, now: float, lease_s: float) -> list[Lease]:
+    async def _claim_batches(
+        self, owner: str, limit: int, now: float, lease_s: float, skip_namespaces: list[str]
+    ) -> list[Lease]:
         claim = {
             "owner": owner,
             "claim": secrets.token_hex(8),
             "until": now + lease_s,
             "now": now,
             "limit": limit,
+            "skip": json.dumps(skip_namespaces),
         }
 
         def leases(c: sqlite3.Connection) -> list[Lease]:
@@ -611,6 +615,14 @@ def _indexes(indexes: tuple[int, ...]) -> str | None:
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable(f"SQLite: {exc}")
+
+
+def _create_private(path: Path) -> None:
+    """Creates the database file, if it is new, readable by its owner only: it holds the keys' secrets.
+    SQLite gives its -wal and -shm files the same permissions as the database file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

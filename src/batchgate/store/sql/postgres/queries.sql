@@ -226,13 +226,20 @@ SELECT pg_notify('batchgate_cancels', id) FROM batch;
 -- name: claim_batches
 -- SKIP LOCKED: concurrent claimers pass over each other's rows instead of waiting or sharing;
 -- FOR UPDATE rechecks the WHERE against the latest row, so a batch claimed a moment ago is left.
--- Returns each leased batch with all its jobs, as arrays in job order.
+-- Returns each leased batch with all its jobs, as arrays in job order. A batch whose next job is in
+-- one of the namespaces in $5 (their upstream is full in this process) is passed over.
 WITH runnable AS (
-    SELECT id FROM batches
-    WHERE status IN ('queued', 'running') AND (status = 'queued' OR lease_expires < $2)
-    ORDER BY created_at
+    SELECT b.id FROM batches b
+    WHERE b.status IN ('queued', 'running') AND (b.status = 'queued' OR b.lease_expires < $2)
+      AND (cardinality($5::text[]) = 0 OR NOT EXISTS (
+          SELECT 1 FROM jobs j
+          WHERE j.batch_id = b.id
+            AND j.idx = (SELECT min(idx) FROM jobs k WHERE k.batch_id = b.id AND k.response IS NULL)
+            AND j.namespace = ANY($5::text[])
+      ))
+    ORDER BY b.created_at
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF b SKIP LOCKED
 ), leased AS (
     UPDATE batches b
     SET status = 'running', lease_owner = $1, lease_expires = $4,

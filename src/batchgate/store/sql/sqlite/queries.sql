@@ -146,14 +146,21 @@ WHERE id = :id AND status = 'running';
 
 -- name: claim_batches
 -- One statement leases the runnable batches (queued, or running with an expired lease), oldest
--- first. Each gets its own token: the claim's random prefix and the batch id.
+-- first. Each gets its own token: the claim's random prefix and the batch id. A batch whose next job
+-- is in one of the namespaces in :skip (a JSON array: their upstream is full here) is passed over.
 UPDATE batches
 SET status = 'running', lease_owner = :owner, lease_token = :claim || '-' || id, lease_expires = :until,
     started_at = coalesce(started_at, :now)
 WHERE id IN (
-    SELECT id FROM batches
-    WHERE status IN ('queued', 'running') AND (status = 'queued' OR lease_expires < :now)
-    ORDER BY created_at
+    SELECT b.id FROM batches b
+    WHERE b.status IN ('queued', 'running') AND (b.status = 'queued' OR b.lease_expires < :now)
+      AND (:skip = '[]' OR NOT EXISTS (
+          SELECT 1 FROM jobs j
+          WHERE j.batch_id = b.id
+            AND j.idx = (SELECT min(idx) FROM jobs k WHERE k.batch_id = b.id AND k.response IS NULL)
+            AND j.namespace IN (SELECT value FROM json_each(:skip))
+      ))
+    ORDER BY b.created_at
     LIMIT :limit
 )
 RETURNING id, account, callback_url, run, lease_token, job_count, concurrency,
