@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
-
 FULL_RETRY_S = 0.5  # a delivery to a destination that is full is looked at again after this
 
 
