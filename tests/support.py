@@ -19,6 +19,7 @@ from batchgate.actions import App
 from batchgate.client import AsyncClient
 from batchgate.models import ApiKey, Batch, JobSpec
 from batchgate.server import create_app
+from batchgate.server.connections import uvicorn_config
 from batchgate.service import Service
 from batchgate.settings import Settings
 from batchgate.store import Store
@@ -61,9 +62,7 @@ async def live_server(
 ) -> AsyncIterator[LiveServer]:
     app = create_app(settings, actions, run_worker=run_worker)
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
-    )
+    server = uvicorn.Server(uvicorn_config(app, settings, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
