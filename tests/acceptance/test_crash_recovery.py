@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 from pathlib import Path
 
 from batchgate.client import AsyncClient
@@ -78,3 +79,70 @@ async def test_sigterm_finishes_gracefully_and_the_batch_resumes_at_once(
             restarted.stop()
     finally:
         server.stop()
+
+
+async def test_sigkill_mid_workflow_loses_nothing_and_runs_no_finished_job_again(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A parallel batch with dependencies and a reference, killed while two of its jobs run: on
+    SQLite and on PostgreSQL."""
+    key, secret, _ = create_key(db_url)
+    runs = tmp_path / "runs.db"
+    env = {
+        "BATCHGATE_LEASE": "2",
+        "BATCHGATE_APP": "workflow_app:app",
+        "BATCHGATE_APP_DIR": str(Path(__file__).parent.parent),
+        "WORKFLOW_LOG": str(runs),
+    }
+
+    def step(
+        name: str, seconds: float, depends: list[str] | None = None, **params: object
+    ) -> dict[str, object]:
+        return {
+            "id": name,
+            "namespace": "wf",
+            "action": "step",
+            "params": {"name": name, "seconds": seconds, **params},
+            **({"dependsOn": depends} if depends else {}),
+        }
+
+    jobs = [
+        step("a", 0.0),
+        step("b", 0.0),
+        step("c", 3.0, ["a"]),
+        step("d", 3.0, ["b"]),
+        step("e", 0.0, ["c", "d"], from_a={"$ref": "a", "pointer": "/name"}),
+    ]
+    server = ServeProcess(db_url, tmp_path / "serve.log", env=env).start()
+    try:
+        async with AsyncClient(server.url, key, secret) as api:
+            async_id = await api.run(jobs, concurrency=3)
+            # a and b have finished and been saved; c and d are running
+            await eventually(lambda: api.status(async_id), until=lambda s: s["counts"]["succeeded"] == 2)
+            await eventually(lambda: ran(runs), until=lambda names: {"c", "d"} <= set(names))
+        assert server.signal(signal.SIGKILL) == -signal.SIGKILL
+        restarted = ServeProcess(db_url, server.log, port=server.port, env=env).start()
+        try:
+            async with AsyncClient(restarted.url, key, secret) as api:
+                results = (await api.wait(async_id, poll_s=0.05, timeout_s=60))["results"]
+                status = await api.status(async_id)
+        finally:
+            restarted.stop()
+    finally:
+        server.stop()
+    assert [r["response"]["name"] for r in results] == ["a", "b", "c", "d", "e"]
+    assert results[4]["request"]["from_a"] == "a" and results[4]["response"]["got"] == {"from_a": "a"}
+    assert status["counts"] == {"total": 5, "succeeded": 5, "failed": 0, "cancelled": 0, "pending": 0}
+    counts = {name: ran(runs).count(name) for name in "abcde"}
+    assert counts["a"] == counts["b"] == counts["e"] == 1  # finished before the kill: never again
+    assert counts["c"] == counts["d"] == 2  # in flight at the kill: run again, at least once
+
+
+def ran(runs: Path) -> list[str]:
+    if not runs.exists():
+        return []
+    with sqlite3.connect(runs) as log:
+        try:
+            return [name for (name,) in log.execute("SELECT name FROM runs")]
+        except sqlite3.OperationalError:  # the table is not there yet
+            return []
