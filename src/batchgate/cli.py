@@ -11,13 +11,15 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib
+import ipaddress
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -33,6 +35,9 @@ from batchgate.settings import Settings, parse_schedule
 from batchgate.store import Store, StoreError, open_store
 from batchgate.store.sqlite import path_of
 from batchgate.vault import Vault, VaultError, new_server_key
+
+if TYPE_CHECKING:
+    from batchgate.service import Service
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -255,6 +260,21 @@ WORKER_OPTIONS = _options(
         help="Processes for actions registered with process=True.",
     ),
 )
+ADMIN_OPTIONS = _options(
+    _option("--admin-host", default="127.0.0.1", help="Address the admin listener listens on."),
+    _option(
+        "--admin-token",
+        default="",
+        show_default=False,
+        help="The admin listener's credential (a bearer token, or the console's login); without one, "
+        "the admin listener listens on loopback only.",
+    ),
+    _option(
+        "--metrics-accounts/--no-metrics-accounts",
+        default=False,
+        help="Label batch and job metrics with the account (their number is unbounded).",
+    ),
+)
 APP_OPTIONS = _options(
     _option("--app", default=None, help="Your actions: an App object as package.module:attribute."),
     _option("--app-dir", default=".", help="The folder --app is imported from."),
@@ -265,6 +285,12 @@ APP_OPTIONS = _options(
         help="Gateway mode: a batchgate.toml mapping namespaces to upstream APIs.",
     ),
     _option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])),
+    _option(
+        "--log-format",
+        default="console",
+        type=click.Choice(["console", "json"]),
+        help="One line per event: readable, or a JSON object with its fields.",
+    ),
 )
 SETTINGS_FIELDS = frozenset(field.name for field in dataclasses.fields(Settings))
 
@@ -373,8 +399,10 @@ def build_app(app: str | None, app_dir: str, config: Path | None) -> App | None:
     return merged
 
 
-def configure_logging(log_level: str) -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(log_level: str, log_format: str = "console") -> None:
+    from batchgate import logs
+
+    logs.configure(level=log_level, json=log_format == "json")
 
 
 @main.command()
@@ -382,8 +410,15 @@ def configure_logging(log_level: str) -> None:
 @API_OPTIONS
 @WORKER_OPTIONS
 @APP_OPTIONS
-@_option("--host", default="127.0.0.1", help="Address to listen on.")
-@_option("--port", type=int, default=8080, help="Port to listen on.")
+@ADMIN_OPTIONS
+@_option("--host", default="127.0.0.1", help="Address the API listens on.")
+@_option("--port", type=int, default=8080, help="Port the API listens on.")
+@_option(
+    "--admin-port",
+    type=int,
+    default=None,
+    help="Serves the console, the admin API and /metrics on this port.",
+)
 @_option(
     "--worker/--no-worker",
     "run_worker",
@@ -393,11 +428,14 @@ def configure_logging(log_level: str) -> None:
 def serve(
     host: str,
     port: int,
+    admin_port: int | None,
+    admin_host: str,
     run_worker: bool,
     app: str | None,
     app_dir: str,
     config: Path | None,
     log_level: str,
+    log_format: str,
     **options: Any,
 ) -> None:
     """Serves the API and, unless --no-worker, runs the worker and the callback delivery too."""
@@ -406,33 +444,101 @@ def serve(
     from batchgate.server import create_app
     from batchgate.server.connections import uvicorn_config
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     settings = settings_from(options)
-    asgi = create_app(settings, build_app(app, app_dir, config), run_worker=run_worker)
-    uvicorn.Server(uvicorn_config(asgi, settings, host=host, port=port, log_level=log_level)).run()
+    api = create_app(settings, build_app(app, app_dir, config), run_worker=run_worker)
+    server = uvicorn.Server(uvicorn_config(api, settings, host=host, port=port, log_level=log_level))
+    if admin_port is None:
+        server.run()
+        return
+    server.config.app = _with_admin(
+        api.service, settings, api=api, admin_host=admin_host, admin_port=admin_port
+    )
+    sockets = [_listen(host, port), _listen(admin_host, admin_port)]
+    logging.getLogger("batchgate").info(
+        "serving the API on http://%s:%d and the admin listener on http://%s:%d",
+        host,
+        port,
+        admin_host,
+        admin_port,
+    )
+    server.run(sockets=sockets)
+
+
+def _with_admin(
+    service: Service, settings: Settings, *, api: Any | None, admin_host: str, admin_port: int
+) -> Any:
+    """The application with the admin listener beside the API (or, in a worker, alone)."""
+    from batchgate.admin.app import create_admin_app
+    from batchgate.server.app import Listeners
+
+    if not settings.admin_token and not _loopback(admin_host):
+        raise click.BadParameter(
+            "without --admin-token (BATCHGATE_ADMIN_TOKEN) the admin listener listens on loopback only, "
+            f"not {admin_host}",
+            param_hint="--admin-host",
+        )
+    admin = create_admin_app(service.admin, token=settings.admin_token or None)
+    return Listeners(service, api=api, admin=admin, admin_port=admin_port)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 @main.command()
 @COMMON_OPTIONS
 @WORKER_OPTIONS
 @APP_OPTIONS
-def worker(app: str | None, app_dir: str, config: Path | None, log_level: str, **options: Any) -> None:
+@ADMIN_OPTIONS
+@_option("--metrics-port", type=int, default=None, help="Serves /metrics (and the admin API) on this port.")
+def worker(
+    app: str | None,
+    app_dir: str,
+    config: Path | None,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    admin_host: str,
+    **options: Any,
+) -> None:
     """Runs jobs and callback deliveries only, beside API processes that share the database."""
     from batchgate.service import Service
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     settings = settings_from(options)
     service = Service.build(settings, build_app(app, app_dir, config), run_worker=True)
     log = logging.getLogger("batchgate.worker")
+    started = "worker started on %s: up to %d batches at once, namespaces %s"
+    namespaces = ", ".join(service.app.namespaces())
+    if metrics_port is not None:
+        import uvicorn
+
+        from batchgate.server.connections import uvicorn_config
+
+        listeners = _with_admin(service, settings, api=None, admin_host=admin_host, admin_port=metrics_port)
+        server = uvicorn.Server(
+            uvicorn_config(listeners, settings, host=admin_host, port=metrics_port, log_level=log_level)
+        )
+        log.info(started + "; metrics on http://%s:%d/metrics", shown(settings.db), settings.max_batches,
+                 namespaces, admin_host, metrics_port)  # fmt: skip
+        server.run()
+        return
 
     async def work() -> None:
         await service.start()
-        log.info(
-            "worker started on %s: up to %d batches at once, namespaces %s",
-            shown(settings.db),
-            settings.max_batches,
-            ", ".join(service.app.namespaces()),
-        )
+        log.info(started, shown(settings.db), settings.max_batches, namespaces)
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -179,3 +179,69 @@ class Attempt:
     status_code: int | None
     error: str | None
     duration_ms: float
+
+
+# What the operator's console and admin API show ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """One job of a batch as the operator sees it; `request` and `response` are JSON text."""
+
+    index: int
+    namespace: str
+    action: str
+    key: str | None
+    depends_on: tuple[int, ...]
+    request: str
+    response: str | None
+    outcome: JobOutcome | None
+    finished_at: float | None
+    duration_ms: float | None
+    attempts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    id: str
+    batch_id: str
+    account: str
+    url: str
+    status: DeliveryStatus
+    attempts: int
+    next_at: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A worker process that says it is alive, and the batches it holds."""
+
+    id: str
+    role: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    holding: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: float
+    actor: str
+    action: str
+    target: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The system at a glance: the queue, the outbox, and jobs finished per minute lately."""
+
+    queued: int
+    running: int
+    oldest_queued_at: float | None
+    deliveries_pending: int
+    deliveries_failed: int
+    jobs_per_minute: tuple[tuple[float, int], ...]  # (minute's start, jobs of batches finished in it)

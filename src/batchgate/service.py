@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from batchgate.actions import App
 from batchgate.actions.testing import builtin_actions
+from batchgate.admin.service import AdminService
 from batchgate.batches import Batches, Limits
 from batchgate.delivery import Deliverer
 from batchgate.destinations import Destinations
@@ -36,6 +37,7 @@ class Service:
     app: App  # the built-in actions, the user's and the forwarded namespaces
     store: Store
     batches: Batches
+    admin: AdminService
     worker: Worker | None = None
     deliverer: Deliverer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -90,7 +92,13 @@ class Service:
             on_delivery_queued=deliverer.wake if deliverer else _nobody,
             on_cancel=worker.cancel if worker else _nobody_here,
         )
-        return cls(settings, actions, store, batches, worker, deliverer)
+        admin = AdminService(
+            store,
+            on_submit=worker.wake if worker else _nobody,
+            on_delivery_queued=deliverer.wake if deliverer else _nobody,
+            on_cancel=worker.cancel if worker else _nobody_here,
+        )
+        return cls(settings, actions, store, batches, admin, worker, deliverer)
 
     async def start(self) -> None:
         await self.store.open()

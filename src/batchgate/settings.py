@@ -33,6 +33,9 @@ class Settings:
     idle_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
     max_connections: int = 1000
     max_body_memory: int = 256 * 1024 * 1024  # bytes of request bodies the process holds at once
+    # the operator's view
+    admin_token: str = ""  # needed by the admin listener (bearer token, or a login to the console)
+    metrics_accounts: bool = False  # label batch and job metrics with the account (unbounded)
     # what each account may do
     rate_limit: float = 1000.0  # requests per second per account, per API process; 0: no limit
     max_open_batches: int = 10_000  # batches not yet finished

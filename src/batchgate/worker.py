@@ -10,10 +10,14 @@ action tell a repeat from a new call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from batchgate import metrics
 from batchgate.actions import App
 from batchgate.loops import ClaimLoop, owner_id
 from batchgate.models import Lease
@@ -98,17 +102,27 @@ class Worker(ClaimLoop):
             await super().run(until_idle=until_idle)
         finally:
             heartbeat.cancel()
+            with contextlib.suppress(StoreError):
+                await self.store.forget_worker(self.owner)
 
     async def _heartbeat(self) -> None:
         """Renews the leases held, and hears of cancels asked of them (without notifications, or
         from another process on the same SQLite file, this is how a cancel gets here)."""
         while True:
-            await asyncio.sleep(self.lease_s / 3)
             try:
+                await self._say_alive()
                 for batch_id in await self.store.renew(list(self._held), lease_s=self.lease_s):
                     self.cancel(batch_id)
             except StoreError as exc:
                 self.store_health.failed(exc)
+            await asyncio.sleep(self.lease_s / 3)
+
+    async def _say_alive(self) -> None:
+        """Tells the store (and so the console) that this worker lives, and which batches it holds."""
+        metrics.LEASES_HELD.set(len(self._held))
+        await self.store.note_worker(
+            self.owner, role="worker", host=socket.gethostname(), pid=os.getpid(), holding=list(self._runs)
+        )
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         """Finishes the jobs in progress, then gives the unfinished batches back at once."""

@@ -41,6 +41,7 @@ from batchgate.server.keys import KeyCache
 from batchgate.server.limits import RateLimiter
 from batchgate.service import Service
 from batchgate.settings import Settings
+from batchgate.store import StoreError
 from batchgate.store.base import RequestId
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,10 @@ class Api:
             await respond(send, 200, orjson.dumps(answer))
 
     async def _route(self, request: Request, receive: Receive) -> Any:
-        if request.path == "/healthz":
+        if request.path in ("/healthz", "/readyz"):
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed()
-            return {"status": "ok"}
+            return await self._ready() if request.path == "/readyz" else {"status": "ok"}
         _, api, version, namespace, *rest = [*request.path.split("/"), "", "", ""][:5]
         if api != "api" or not namespace or rest != [""]:
             raise NotFound(f"No such path {request.path}")
@@ -97,9 +98,18 @@ class Api:
             raise NotFound(f"Unknown call {request.path}?action={action}")
         return await self._call(request, receive, namespace, action)
 
+    async def _ready(self) -> Reply:
+        """Readiness: whether the store can be read and written; 503 with the reason when it cannot."""
+        try:
+            await self.service.store.probe()
+        except StoreError as exc:
+            return Reply(503, orjson.dumps({"status": "unavailable", "reason": str(exc)}))
+        return Reply(200, b'{"status":"ready"}')
+
     async def _call(self, request: Request, receive: Receive, namespace: str, action: str) -> Any:
         auth = await authenticate(request, self.keys)  # before any of the body is read
         self.rate.check(auth.api_key.account)
+        self.keys.used(auth.api_key.key)
         settings = self.service.settings
         async with read_body(
             request,
@@ -135,26 +145,50 @@ class Api:
         return await app.reply(namespace, action, params, ctx)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.service.start()
-                except BatchgateError as exc:  # the database cannot be used, say: no traceback
-                    log.error("could not start: %s", exc)
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                except Exception as exc:
-                    log.exception("could not start")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.service.stop()
-                await send({"type": "lifespan.shutdown.complete"})
+        await run_lifespan(self.service, receive, send)
+
+
+async def run_lifespan(service: Service, receive: Receive, send: Send) -> None:
+    """The ASGI lifespan: starts the service, and stops it at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await service.start()
+            except BatchgateError as exc:  # the database cannot be used, say: no traceback
+                log.error("could not start: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            except Exception as exc:
+                log.exception("could not start")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await service.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def create_app(settings: Settings, app: App | None = None, *, run_worker: bool = True) -> Api:
     """The ASGI application serving `app`'s actions beside the built-in ones."""
     return Api(Service.build(settings, app, run_worker=run_worker))
+
+
+class Listeners:
+    """One ASGI application on two listening sockets: the admin port gets the admin listener's
+    application, every other the public API (absent in a worker process); the service's lifespan
+    runs once."""
+
+    def __init__(self, service: Service, *, api: Any | None, admin: Any, admin_port: int) -> None:
+        self.service, self.api, self.admin, self.admin_port = service, api, admin, admin_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await run_lifespan(self.service, receive, send)
+            return
+        server = scope.get("server") or (None, None)
+        if self.api is None or server[1] == self.admin_port:
+            await self.admin(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)

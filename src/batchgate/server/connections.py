@@ -154,6 +154,7 @@ def uvicorn_config(app: Any, settings: Settings, *, host: str, port: int, log_le
         http=guarded_protocol(limits),
         timeout_keep_alive=max(1, round(settings.idle_timeout_s)),
         log_level=log_level,
+        log_config=None,  # uvicorn's lines go through batchgate's logging (batchgate.logs), in its format
         access_log=False,
         proxy_headers=False,  # nothing reads the client's address: skip a middleware on every call
         lifespan="on",

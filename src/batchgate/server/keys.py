@@ -6,13 +6,17 @@ revocation therefore takes effect within `ttl_s`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 
 from batchgate.models import ApiKey
-from batchgate.store import Store
+from batchgate.store import Store, StoreError
 
 MAX_ENTRIES = 10_000
+USE_EVERY_S = 60.0
+log = logging.getLogger(__name__)
 
 
 class KeyCache:
@@ -23,6 +27,8 @@ class KeyCache:
         self.ttl_s = ttl_s
         self.clock = clock
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+        self._used: dict[str, float] = {}  # when this process last wrote down a key's use
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str) -> ApiKey | None:
         """The key, or None when there is no such key (unknown keys are remembered too)."""
@@ -35,3 +41,22 @@ class KeyCache:
             self._entries.clear()
         self._entries[key] = (now + self.ttl_s, api_key)
         return api_key
+
+    def used(self, key: str) -> None:
+        """Notes a key's use in the store (for the console's "last used"), at most once a minute per
+        key from this process, in the background: the call that used it does not wait."""
+        now = self.clock()
+        if now - self._used.get(key, -USE_EVERY_S) < USE_EVERY_S:
+            return
+        if len(self._used) >= MAX_ENTRIES:
+            self._used.clear()
+        self._used[key] = now
+        write = asyncio.create_task(self._touch(key))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    async def _touch(self, key: str) -> None:
+        try:
+            await self.store.touch_key(key)
+        except StoreError as exc:
+            log.warning("could not note that key %s was used: %s", key, exc)

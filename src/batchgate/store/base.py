@@ -22,16 +22,21 @@ from batchgate import webhooks
 from batchgate.models import (
     ApiKey,
     Attempt,
+    AuditEntry,
     Batch,
     BatchStatus,
     Delivery,
     DeliveryStatus,
+    DeliveryView,
     Finished,
     JobOutcome,
     JobResult,
     JobSpec,
+    JobView,
     Lease,
+    Overview,
     Recorded,
+    WorkerView,
 )
 from batchgate.protocol.errors import BatchgateError
 from batchgate.vault import Vault
@@ -111,6 +116,43 @@ def delivery_from_row(row: Sequence[Any], token: str) -> Delivery:
         body=None if body is None else bytes(body),
         destination=destination,
     )
+
+
+def job_view_from_row(row: Sequence[Any]) -> JobView:
+    """(idx, namespace, action, job_key, depends_on, params as run, response, outcome, finished_at,
+    duration_ms, attempts)."""
+    (
+        index,
+        namespace,
+        action,
+        key,
+        depends_on,
+        request,
+        response,
+        outcome,
+        finished_at,
+        duration_ms,
+        attempts,
+    ) = row
+    waits = tuple(json.loads(depends_on)) if depends_on else ()
+    return JobView(
+        index, namespace, action, key, waits, request, response, outcome and JobOutcome(outcome),
+        finished_at, duration_ms, attempts,
+    )  # fmt: skip
+
+
+def delivery_view_from_row(row: Sequence[Any]) -> DeliveryView:
+    """(id, batch_id, account, url, status, attempts, next_at, created_at)."""
+    delivery_id, batch_id, account, url, status, attempts, next_at, created_at = row
+    return DeliveryView(
+        delivery_id, batch_id, account, url, DeliveryStatus(status), attempts, next_at, created_at
+    )
+
+
+def worker_view_from_row(row: Sequence[Any]) -> WorkerView:
+    """(id, role, host, pid, started_at, seen_at, holding as a JSON array)."""
+    worker_id, role, host, pid, started_at, seen_at, holding = row
+    return WorkerView(worker_id, role, host, pid, started_at, seen_at, tuple(json.loads(holding)))
 
 
 def delivery_state_from_row(row: Sequence[Any]) -> DeliveryState:
@@ -208,6 +250,10 @@ class Store(ABC):
         """Calls back when another process queues work or asks a batch to stop; a backend without
         notifications relies on polling and on the workers' heartbeats."""
         return None
+
+    @abstractmethod
+    async def probe(self) -> None:
+        """Reads and writes (a write that changes nothing): raises StoreError when either fails."""
 
     # keys ------------------------------------------------------------------
     async def create_key(self, account: str) -> ApiKey:
@@ -570,6 +616,108 @@ class Store(ABC):
     @abstractmethod
     async def attempts(self, batch_id: str) -> list[Attempt]:
         """Every delivery attempt for a batch, oldest first."""
+
+    # the operator's view (every account) -------------------------------------
+    async def find_batches(
+        self,
+        *,
+        account: str | None = None,
+        status: BatchStatus | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[Batch]:
+        """Batches of any account, newest first, filtered; `before` pages as in `list_batches`."""
+        return await self._find_batches(account, status and status.value, since, limit, before)
+
+    @abstractmethod
+    async def _find_batches(
+        self,
+        account: str | None,
+        status: str | None,
+        since: float | None,
+        limit: int,
+        before: tuple[float, str] | None,
+    ) -> list[Batch]: ...
+
+    @abstractmethod
+    async def find_batch(self, batch_id: str) -> Batch | None:
+        """A batch of any account, expired or not, until it is purged."""
+
+    @abstractmethod
+    async def job_views(self, batch_id: str) -> list[JobView]:
+        """Every job of a batch, in order, as the operator sees it."""
+
+    @abstractmethod
+    async def deliveries(self, batch_id: str) -> list[DeliveryView]:
+        """Every callback delivery of a batch, oldest first."""
+
+    async def failed_deliveries(
+        self, *, limit: int = 50, before: tuple[float, str] | None = None
+    ) -> list[DeliveryView]:
+        """Deliveries that ran out of tries, or whose receiver answered 410: newest first."""
+        return await self._failed_deliveries(limit, before)
+
+    @abstractmethod
+    async def _failed_deliveries(
+        self, limit: int, before: tuple[float, str] | None
+    ) -> list[DeliveryView]: ...
+
+    async def redeliver(self, delivery_id: str) -> bool:
+        """Sends a failed delivery again, with the same webhook-id, as soon as a deliverer takes it;
+        False when there is no such failed delivery."""
+        return await self._redeliver(delivery_id, self.clock())
+
+    @abstractmethod
+    async def _redeliver(self, delivery_id: str, now: float) -> bool: ...
+
+    async def touch_key(self, key: str) -> None:
+        """Notes that a key was just used (the console shows when each key was used last)."""
+        await self._touch_key(key, self.clock())
+
+    @abstractmethod
+    async def _touch_key(self, key: str, now: float) -> None: ...
+
+    async def note_worker(
+        self, worker_id: str, *, role: str, host: str, pid: int, holding: Sequence[str]
+    ) -> None:
+        """A worker says it is alive, and which batches it holds (with its heartbeat)."""
+        await self._note_worker(worker_id, role, host, pid, json.dumps(list(holding)), self.clock())
+
+    @abstractmethod
+    async def _note_worker(
+        self, worker_id: str, role: str, host: str, pid: int, holding: str, now: float
+    ) -> None: ...
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """A worker that stops says so."""
+        await self._forget_worker(worker_id)
+
+    @abstractmethod
+    async def _forget_worker(self, worker_id: str) -> None: ...
+
+    async def workers(self, *, alive_within_s: float) -> list[WorkerView]:
+        """The workers heard from within `alive_within_s`; the others are forgotten."""
+        return await self._workers(self.clock() - alive_within_s)
+
+    @abstractmethod
+    async def _workers(self, since: float) -> list[WorkerView]: ...
+
+    async def audit(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        await self._audit(AuditEntry(self.clock(), actor, action, target, detail))
+
+    @abstractmethod
+    async def _audit(self, entry: AuditEntry) -> None: ...
+
+    @abstractmethod
+    async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The newest entries of the audit log first."""
+
+    async def overview(self, *, minutes: int = 30) -> Overview:
+        return await self._overview(self.clock(), minutes)
+
+    @abstractmethod
+    async def _overview(self, now: float, minutes: int) -> Overview: ...
 
     # housekeeping ----------------------------------------------------------
     async def purge(self) -> int:

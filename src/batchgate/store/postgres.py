@@ -21,16 +21,21 @@ from typing import Any, ParamSpec, TypeVar
 from batchgate.models import (
     ApiKey,
     Attempt,
+    AuditEntry,
     Batch,
     BatchStatus,
     Delivery,
     DeliveryStatus,
+    DeliveryView,
     Finished,
     JobOutcome,
     JobResult,
     JobSpec,
+    JobView,
     Lease,
+    Overview,
     Recorded,
+    WorkerView,
 )
 from batchgate.store import sql
 from batchgate.store.base import (
@@ -46,8 +51,11 @@ from batchgate.store.base import (
     batch_from_row,
     delivery_from_row,
     delivery_state_from_row,
+    delivery_view_from_row,
     job_result_from_row,
+    job_view_from_row,
     lease_from_rows,
+    worker_view_from_row,
 )
 from batchgate.vault import Vault
 
@@ -201,6 +209,12 @@ class PostgresStore(Store):
             check_s=self.listen_check_s,
         )
         await self._listener.start()
+
+    @wrap_exceptions
+    async def probe(self) -> None:
+        if self._pool is None:
+            raise StoreUnavailable("PostgreSQL: not connected")
+        await self._pool.execute(Q["probe"])
 
     # keys ------------------------------------------------------------------
     @wrap_exceptions
@@ -487,6 +501,80 @@ class PostgresStore(Store):
     @wrap_exceptions
     async def attempts(self, batch_id: str) -> list[Attempt]:
         return [Attempt(*row) for row in await self._pool.fetch(Q["attempts_of_batch"], batch_id)]
+
+    # the operator's view ---------------------------------------------------
+    @wrap_exceptions
+    async def _find_batches(
+        self,
+        account: str | None,
+        status: str | None,
+        since: float | None,
+        limit: int,
+        before: tuple[float, str] | None,
+    ) -> list[Batch]:
+        rows = await self._pool.fetch(
+            Q["find_batches"], account, status, since, limit, *(before or (None, None))
+        )
+        return [batch_from_row(row) for row in rows]
+
+    @wrap_exceptions
+    async def find_batch(self, batch_id: str) -> Batch | None:
+        row = await self._pool.fetchrow(Q["find_batch"], batch_id)
+        return batch_from_row(row) if row else None
+
+    @wrap_exceptions
+    async def job_views(self, batch_id: str) -> list[JobView]:
+        return [job_view_from_row(row) for row in await self._pool.fetch(Q["job_views"], batch_id)]
+
+    @wrap_exceptions
+    async def deliveries(self, batch_id: str) -> list[DeliveryView]:
+        return [
+            delivery_view_from_row(row) for row in await self._pool.fetch(Q["deliveries_of_batch"], batch_id)
+        ]
+
+    @wrap_exceptions
+    async def _failed_deliveries(self, limit: int, before: tuple[float, str] | None) -> list[DeliveryView]:
+        rows = await self._pool.fetch(Q["failed_deliveries"], limit, *(before or (None, None)))
+        return [delivery_view_from_row(row) for row in rows]
+
+    @wrap_exceptions
+    async def _redeliver(self, delivery_id: str, now: float) -> bool:
+        return await self._pool.fetchrow(Q["redeliver"], delivery_id, now) is not None
+
+    @wrap_exceptions
+    async def _touch_key(self, key: str, now: float) -> None:
+        await self._pool.execute(Q["touch_key"], key, now)
+
+    @wrap_exceptions
+    async def _note_worker(
+        self, worker_id: str, role: str, host: str, pid: int, holding: str, now: float
+    ) -> None:
+        await self._pool.execute(Q["note_worker"], worker_id, role, host, pid, holding, now)
+
+    @wrap_exceptions
+    async def _forget_worker(self, worker_id: str) -> None:
+        await self._pool.execute(Q["forget_worker"], worker_id)
+
+    @wrap_exceptions
+    async def _workers(self, since: float) -> list[WorkerView]:
+        return [worker_view_from_row(row) for row in await self._pool.fetch(Q["workers"], since)]
+
+    @wrap_exceptions
+    async def _audit(self, entry: AuditEntry) -> None:
+        await self._pool.execute(Q["audit"], entry.at, entry.actor, entry.action, entry.target, entry.detail)
+
+    @wrap_exceptions
+    async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        return [AuditEntry(*row) for row in await self._pool.fetch(Q["audit_log"], limit)]
+
+    @wrap_exceptions
+    async def _overview(self, now: float, minutes: int) -> Overview:
+        since = now - 60 * minutes
+        counts = await self._pool.fetchrow(Q["overview"])
+        per_minute = await self._pool.fetch(Q["jobs_per_minute"], since, since + self.result_ttl_s)
+        queued, running, oldest, pending, failed = counts
+        per_minute_jobs = tuple((float(minute), int(jobs)) for minute, jobs in per_minute)
+        return Overview(queued, running, oldest, pending, failed, per_minute_jobs)
 
     @wrap_exceptions
     async def _purge(self, now: float) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -27,16 +28,21 @@ from typing import Any, TypeVar
 from batchgate.models import (
     ApiKey,
     Attempt,
+    AuditEntry,
     Batch,
     BatchStatus,
     Delivery,
     DeliveryStatus,
+    DeliveryView,
     Finished,
     JobOutcome,
     JobResult,
     JobSpec,
+    JobView,
     Lease,
+    Overview,
     Recorded,
+    WorkerView,
 )
 from batchgate.store import sql
 from batchgate.store.base import (
@@ -52,8 +58,11 @@ from batchgate.store.base import (
     batch_from_row,
     delivery_from_row,
     delivery_state_from_row,
+    delivery_view_from_row,
     job_result_from_row,
+    job_view_from_row,
     lease_from_rows,
+    worker_view_from_row,
 )
 
 T = TypeVar("T")
@@ -212,6 +221,10 @@ class SQLiteStore(Store):
             return _unavailable(exc)
         except Exception as exc:
             return exc
+
+    async def probe(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        await self._write(lambda c: c.execute(Q["probe"]))
 
     # keys ------------------------------------------------------------------
     async def _insert_key(self, api_key: ApiKey) -> None:
@@ -548,6 +561,87 @@ class SQLiteStore(Store):
             lambda c: c.execute(Q["attempts_of_batch"], {"batch_id": batch_id}).fetchall()
         )
         return [Attempt(*row) for row in rows]
+
+    # the operator's view ---------------------------------------------------
+    async def _find_batches(
+        self,
+        account: str | None,
+        status: str | None,
+        since: float | None,
+        limit: int,
+        before: tuple[float, str] | None,
+    ) -> list[Batch]:
+        query = {
+            "account": account,
+            "status": status,
+            "since": since,
+            "limit": limit,
+            "before_at": before and before[0],
+            "before_id": before and before[1],
+        }
+        rows = await self._read(lambda c: c.execute(Q["find_batches"], query).fetchall())
+        return [batch_from_row(row) for row in rows]
+
+    async def find_batch(self, batch_id: str) -> Batch | None:
+        row = await self._read(lambda c: c.execute(Q["find_batch"], {"id": batch_id}).fetchone())
+        return batch_from_row(row) if row else None
+
+    async def job_views(self, batch_id: str) -> list[JobView]:
+        rows = await self._read(lambda c: c.execute(Q["job_views"], {"batch_id": batch_id}).fetchall())
+        return [job_view_from_row(row) for row in rows]
+
+    async def deliveries(self, batch_id: str) -> list[DeliveryView]:
+        rows = await self._read(
+            lambda c: c.execute(Q["deliveries_of_batch"], {"batch_id": batch_id}).fetchall()
+        )
+        return [delivery_view_from_row(row) for row in rows]
+
+    async def _failed_deliveries(self, limit: int, before: tuple[float, str] | None) -> list[DeliveryView]:
+        query = {"limit": limit, "before_at": before and before[0], "before_id": before and before[1]}
+        rows = await self._read(lambda c: c.execute(Q["failed_deliveries"], query).fetchall())
+        return [delivery_view_from_row(row) for row in rows]
+
+    async def _redeliver(self, delivery_id: str, now: float) -> bool:
+        cursor = await self._write(lambda c: c.execute(Q["redeliver"], {"id": delivery_id, "now": now}))
+        return bool(cursor.rowcount)
+
+    async def _touch_key(self, key: str, now: float) -> None:
+        await self._write(lambda c: c.execute(Q["touch_key"], {"key": key, "now": now}))
+
+    async def _note_worker(
+        self, worker_id: str, role: str, host: str, pid: int, holding: str, now: float
+    ) -> None:
+        worker = {"id": worker_id, "role": role, "host": host, "pid": pid, "holding": holding, "now": now}
+        await self._write(lambda c: c.execute(Q["note_worker"], worker))
+
+    async def _forget_worker(self, worker_id: str) -> None:
+        await self._write(lambda c: c.execute(Q["forget_worker"], {"id": worker_id}))
+
+    async def _workers(self, since: float) -> list[WorkerView]:
+        def workers(c: sqlite3.Connection) -> list[Any]:
+            c.execute(Q["forget_silent_workers"], {"since": since})
+            return c.execute(Q["workers"]).fetchall()
+
+        return [worker_view_from_row(row) for row in await self._write(workers)]
+
+    async def _audit(self, entry: AuditEntry) -> None:
+        await self._write(lambda c: c.execute(Q["audit"], dataclasses.asdict(entry)))
+
+    async def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        rows = await self._read(lambda c: c.execute(Q["audit_log"], {"limit": limit}).fetchall())
+        return [AuditEntry(*row) for row in rows]
+
+    async def _overview(self, now: float, minutes: int) -> Overview:
+        since = now - 60 * minutes
+        window = {"since": since, "since_expiry": since + self.result_ttl_s}
+
+        def overview(c: sqlite3.Connection) -> tuple[Any, list[Any]]:
+            return c.execute(Q["overview"]).fetchone(), c.execute(Q["jobs_per_minute"], window).fetchall()
+
+        counts, per_minute = await self._read(overview)
+        queued, running, oldest, pending, failed = counts
+        per_minute_jobs = tuple((float(minute), int(jobs)) for minute, jobs in per_minute)
+        return Overview(queued, running, oldest, pending, failed, per_minute_jobs)
 
     async def _purge(self, now: float) -> int:
         def purge(c: sqlite3.Connection) -> int:

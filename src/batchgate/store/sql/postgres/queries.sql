@@ -384,3 +384,87 @@ WITH requests AS (
     DELETE FROM batches WHERE expires_at <= $1 RETURNING 1
 )
 SELECT count(*) FROM purged;
+
+-- the operator's view ----------------------------------------------------------------
+
+-- name: find_batches
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
+FROM batches
+WHERE ($1::text IS NULL OR account = $1)
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::float8 IS NULL OR created_at >= $3)
+  AND ($5::float8 IS NULL OR (created_at, id) < ($5, $6))
+ORDER BY created_at DESC, id DESC
+LIMIT $4;
+
+-- name: find_batch
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
+FROM batches WHERE id = $1;
+
+-- name: job_views
+SELECT idx, namespace, action, job_key, depends_on, coalesce(resolved_params, params), response, outcome,
+       finished_at, duration_ms, attempts
+FROM jobs WHERE batch_id = $1 ORDER BY idx;
+
+-- name: deliveries_of_batch
+SELECT d.id, d.batch_id, b.account, d.url, d.status, d.attempts, d.next_at, d.created_at
+FROM deliveries d JOIN batches b ON b.id = d.batch_id
+WHERE d.batch_id = $1 ORDER BY d.created_at, d.id;
+
+-- name: failed_deliveries
+SELECT d.id, d.batch_id, b.account, d.url, d.status, d.attempts, d.next_at, d.created_at
+FROM deliveries d JOIN batches b ON b.id = d.batch_id
+WHERE d.status IN ('failed', 'gone') AND ($2::float8 IS NULL OR (d.created_at, d.id) < ($2, $3))
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT $1;
+
+-- name: redeliver
+-- The same webhook-id, one more try as soon as a deliverer takes it.
+WITH delivery AS (
+    UPDATE deliveries SET status = 'pending', next_at = $2, lease_token = NULL
+    WHERE id = $1 AND status IN ('failed', 'gone')
+    RETURNING id
+)
+SELECT id, pg_notify('batchgate_deliveries', id) FROM delivery;
+
+-- name: touch_key
+UPDATE api_keys SET last_used_at = $2 WHERE key = $1;
+
+-- name: note_worker
+INSERT INTO workers (id, role, host, pid, started_at, seen_at, holding) VALUES ($1, $2, $3, $4, $6, $6, $5)
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, holding = excluded.holding;
+
+-- name: forget_worker
+DELETE FROM workers WHERE id = $1;
+
+-- name: workers
+-- The live ones; the others, silent since $1, are forgotten in the same statement.
+WITH forgotten AS (DELETE FROM workers WHERE seen_at < $1)
+SELECT id, role, host, pid, started_at, seen_at, holding FROM workers WHERE seen_at >= $1 ORDER BY started_at;
+
+-- name: audit
+INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5);
+
+-- name: audit_log
+SELECT at, actor, action, target, detail FROM audit_log ORDER BY at DESC LIMIT $1;
+
+-- name: overview
+SELECT (SELECT count(*) FROM batches WHERE status = 'queued'),
+       (SELECT count(*) FROM batches WHERE status = 'running'),
+       (SELECT min(created_at) FROM batches WHERE status = 'queued'),
+       (SELECT count(*) FROM deliveries WHERE status = 'pending'),
+       (SELECT count(*) FROM deliveries WHERE status IN ('failed', 'gone'));
+
+-- name: jobs_per_minute
+-- Jobs of the batches that finished in each of the last minutes (expires_at is completed_at plus
+-- the results' lifetime, and it is indexed).
+SELECT floor(completed_at / 60) * 60 AS minute, sum(job_count)::integer
+FROM batches
+WHERE expires_at >= $2 AND completed_at >= $1
+GROUP BY minute ORDER BY minute;
+
+-- name: probe
+-- A write that changes nothing, for the readiness check: it needs a transaction id and a commit.
+UPDATE schema_migrations SET version = version WHERE version = (SELECT max(version) FROM schema_migrations);

@@ -261,3 +261,86 @@ DELETE FROM seen_requests WHERE expires_at <= :now;
 
 -- name: purge_idempotency_keys
 DELETE FROM idempotency_keys WHERE expires_at <= :now;
+
+-- the operator's view ----------------------------------------------------------------
+
+-- name: find_batches
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
+FROM batches
+WHERE (:account IS NULL OR account = :account)
+  AND (:status IS NULL OR status = :status)
+  AND (:since IS NULL OR created_at >= :since)
+  AND (:before_at IS NULL OR created_at < :before_at OR (created_at = :before_at AND id < :before_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: find_batch
+SELECT id, account, key, callback_url, job_count, done_count, status, run, created_at, completed_at,
+       failed_count, cancelled_count, started_at, expires_at, cancel_requested_at, concurrency
+FROM batches WHERE id = :id;
+
+-- name: job_views
+SELECT idx, namespace, action, job_key, depends_on, coalesce(resolved_params, params), response, outcome,
+       finished_at, duration_ms, attempts
+FROM jobs WHERE batch_id = :batch_id ORDER BY idx;
+
+-- name: deliveries_of_batch
+SELECT d.id, d.batch_id, b.account, d.url, d.status, d.attempts, d.next_at, d.created_at
+FROM deliveries d JOIN batches b ON b.id = d.batch_id
+WHERE d.batch_id = :batch_id ORDER BY d.created_at, d.rowid;
+
+-- name: failed_deliveries
+SELECT d.id, d.batch_id, b.account, d.url, d.status, d.attempts, d.next_at, d.created_at
+FROM deliveries d JOIN batches b ON b.id = d.batch_id
+WHERE d.status IN ('failed', 'gone')
+  AND (:before_at IS NULL OR d.created_at < :before_at OR (d.created_at = :before_at AND d.id < :before_id))
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT :limit;
+
+-- name: redeliver
+-- The same webhook-id, one more try as soon as a deliverer takes it.
+UPDATE deliveries SET status = 'pending', next_at = :now, lease_token = NULL
+WHERE id = :id AND status IN ('failed', 'gone');
+
+-- name: touch_key
+UPDATE api_keys SET last_used_at = :now WHERE key = :key;
+
+-- name: note_worker
+INSERT INTO workers (id, role, host, pid, started_at, seen_at, holding)
+VALUES (:id, :role, :host, :pid, :now, :now, :holding)
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, holding = excluded.holding;
+
+-- name: forget_worker
+DELETE FROM workers WHERE id = :id;
+
+-- name: forget_silent_workers
+DELETE FROM workers WHERE seen_at < :since;
+
+-- name: workers
+SELECT id, role, host, pid, started_at, seen_at, holding FROM workers ORDER BY started_at;
+
+-- name: audit
+INSERT INTO audit_log (at, actor, action, target, detail) VALUES (:at, :actor, :action, :target, :detail);
+
+-- name: audit_log
+SELECT at, actor, action, target, detail FROM audit_log ORDER BY at DESC, rowid DESC LIMIT :limit;
+
+-- name: overview
+SELECT (SELECT count(*) FROM batches WHERE status = 'queued'),
+       (SELECT count(*) FROM batches WHERE status = 'running'),
+       (SELECT min(created_at) FROM batches WHERE status = 'queued'),
+       (SELECT count(*) FROM deliveries WHERE status = 'pending'),
+       (SELECT count(*) FROM deliveries WHERE status IN ('failed', 'gone'));
+
+-- name: jobs_per_minute
+-- Jobs of the batches that finished in each of the last minutes (expires_at is completed_at plus
+-- the results' lifetime, and it is indexed).
+SELECT CAST(completed_at / 60 AS INTEGER) * 60 AS minute, sum(job_count)
+FROM batches
+WHERE expires_at >= :since_expiry AND completed_at >= :since
+GROUP BY minute ORDER BY minute;
+
+-- name: probe
+-- A write that changes nothing, for the readiness check: it needs the write lock and a commit.
+UPDATE schema_migrations SET version = version WHERE version = (SELECT max(version) FROM schema_migrations);

@@ -1,0 +1,86 @@
+"""Prometheus metrics of one process: what happens (counters, histograms) and what is (gauges).
+
+Labels have bounded values only: an action is named as registered (`namespace.action`), a
+forwarded namespace's action as `namespace.*`, anything else as `other`; an asyncId never, and an
+account only when the operator asks for it (`--metrics-accounts`), since accounts are unbounded.
+The gauges of the whole system (queue depth, oldest waiting batch, deliveries waiting, workers) are
+read from the store by the admin listener before each scrape, so every process reports the same.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LONG = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400)
+
+BATCHES = Counter(
+    "batchgate_batches", "Batches by what happened to them: submitted, complete, cancelled.",
+    ["event", "account"], registry=REGISTRY,
+)  # fmt: skip
+JOBS = Counter(
+    "batchgate_jobs", "Jobs finished, by outcome (succeeded, failed, cancelled).",
+    ["outcome", "account"], registry=REGISTRY,
+)  # fmt: skip
+JOB_SECONDS = Histogram(
+    "batchgate_job_duration_seconds", "How long a job ran, by action.", ["action"],
+    buckets=LATENCY, registry=REGISTRY,
+)  # fmt: skip
+SUBMIT_TO_CALLBACK = Histogram(
+    "batchgate_submit_to_callback_seconds", "From a batch's run to its callback accepted.",
+    buckets=LONG, registry=REGISTRY,
+)  # fmt: skip
+DELIVERY_ATTEMPTS = Counter(
+    "batchgate_delivery_attempts", "Callback attempts, by outcome: delivered, failed, refused, gone.",
+    ["outcome"], registry=REGISTRY,
+)  # fmt: skip
+DESTINATIONS_BACKED_OFF = Gauge(
+    "batchgate_destinations_backed_off", "Callback destinations this process has backed off.",
+    registry=REGISTRY,
+)  # fmt: skip
+HTTP_REQUESTS = Counter(
+    "batchgate_http_requests", "API requests, by action and HTTP status.", ["action", "status"],
+    registry=REGISTRY,
+)  # fmt: skip
+HTTP_SECONDS = Histogram(
+    "batchgate_http_request_duration_seconds", "How long the API took to answer, by action.", ["action"],
+    buckets=LATENCY, registry=REGISTRY,
+)  # fmt: skip
+STORE_SECONDS = Histogram(
+    "batchgate_store_commit_seconds", "How long a write to the store took to commit, by operation.",
+    ["operation"], buckets=LATENCY, registry=REGISTRY,
+)  # fmt: skip
+LEASES_HELD = Gauge("batchgate_leases_held", "Batches this worker holds a lease on.", registry=REGISTRY)
+QUEUE_DEPTH = Gauge("batchgate_queue_depth", "Batches queued, not yet taken by a worker.", registry=REGISTRY)
+RUNNING = Gauge("batchgate_batches_running", "Batches a worker is running.", registry=REGISTRY)
+OLDEST_QUEUED = Gauge(
+    "batchgate_oldest_queued_age_seconds", "How long the oldest queued batch has waited.", registry=REGISTRY
+)
+DELIVERIES_PENDING = Gauge(
+    "batchgate_deliveries_pending", "Callbacks waiting to be sent (due or retrying).", registry=REGISTRY
+)
+DELIVERIES_FAILED = Gauge(
+    "batchgate_deliveries_failed",
+    "Callbacks whose tries ran out, or whose receiver said 410.",
+    registry=REGISTRY,
+)
+WORKERS = Gauge("batchgate_workers_alive", "Worker processes heard from lately.", registry=REGISTRY)
+
+OTHER = "other"
+ANY_ACCOUNT = ""  # the account label's value unless the operator asks for accounts
+
+
+def exposition() -> bytes:
+    """The metrics, in Prometheus's text format."""
+    return generate_latest(REGISTRY)
+
+
+class AccountLabel:
+    """The account a metric is labelled with: itself, or nothing (the default)."""
+
+    by_account = False
+
+    @classmethod
+    def of(cls, account: str) -> str:
+        return account if cls.by_account else ANY_ACCOUNT
