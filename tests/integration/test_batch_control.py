@@ -253,7 +253,8 @@ async def test_list_pages_through_the_accounts_batches_newest_first(server: tupl
             pages.append([entry["asyncId"] for entry in page["batches"]])
             if (cursor := page["nextCursor"]) is None:
                 break
-        running = await api.list_batches(status="running")
+        for async_id in mine:
+            await api.wait(async_id, poll_s=0.02)
         await gates.inside("stuck").wait()
         running = await api.list_batches(status="running")
         gates.gate("stuck").set()
