@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from batchgate import events
 from batchgate.destinations import destination_of
 from batchgate.models import ApiKey, Batch, BatchStatus, JobResult, JobSpec
 from batchgate.netguard import AddressPolicy, UnsafeAddress
@@ -232,10 +233,13 @@ class Batches:
                 "This Idempotency-Key was used before with another request: use a new key for a new batch",
                 specific_code=errors.IDEMPOTENCY_CONFLICT,
             )
+        assert submitted.batch_id is not None
         if submitted.outcome is SubmitOutcome.CREATED:
             self._usage.pop(caller.account, None)  # counted again at the next check
             self.on_submit()
-        assert submitted.batch_id is not None
+            events.batch_accepted(
+                submitted.batch_id, caller.account, jobs=len(request.jobs), concurrency=request.concurrency
+            )
         return {"asyncId": submitted.batch_id}
 
     async def _run_request(self, params: Any) -> RunRequest:

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from batchgate import webhooks
+from batchgate import events, metrics, webhooks
 from batchgate.destinations import Destinations, destination_of
 from batchgate.loops import ClaimLoop
 from batchgate.models import Attempt, Delivery, DeliveryStatus
@@ -117,35 +117,18 @@ class Deliverer(ClaimLoop):
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         ok = status is not None and 200 <= status < 300
-        if self.destinations.finished(dest, ok=ok, now=self.clock()):
-            log.warning(
-                "callbacks to %s failed %d times in a row: backing off until %s",
-                dest,
-                self.destinations.breakers[dest].failures,
-                time.strftime("%H:%M:%S", time.gmtime(self.destinations.breakers[dest].open_until)),
-            )
+        now = self.clock()
+        if self.destinations.finished(dest, ok=ok, now=now):
+            breaker = self.destinations.breakers[dest]
+            events.destination_backed_off(dest, breaker.failures, breaker.open_until)
+        metrics.DESTINATIONS_BACKED_OFF.set(len(self.destinations.backed_off(now)))
+        delay = (
+            None if ok else next_delay(self.retry, attempt.number, status=status, retry_after_s=retry_after)
+        )
+        events.delivery_attempted(delivery, attempt, next_in_s=delay, gone=status == 410)
         if ok:
             await self.store.finish_attempt(delivery, attempt, None, DeliveryStatus.DELIVERED)
             return
-        delay = next_delay(self.retry, attempt.number, status=status, retry_after_s=retry_after)
-        why = error or f"HTTP {status}"
-        if delay is None:
-            log.warning(
-                "callback %s for batch %s abandoned after %d attempts (%s)",
-                delivery.id,
-                delivery.batch_id,
-                attempt.number,
-                why,
-            )
-        else:
-            log.warning(
-                "callback %s for batch %s: attempt %d failed (%s); next attempt in %g s",
-                delivery.id,
-                delivery.batch_id,
-                attempt.number,
-                why,
-                delay,
-            )
         final = DeliveryStatus.GONE if status == 410 else DeliveryStatus.FAILED
         await self.store.finish_attempt(delivery, attempt, delay, final)
 

@@ -48,7 +48,8 @@ HTTP_SECONDS = Histogram(
     buckets=LATENCY, registry=REGISTRY,
 )  # fmt: skip
 STORE_SECONDS = Histogram(
-    "batchgate_store_commit_seconds", "How long a write to the store took to commit, by operation.",
+    "batchgate_store_seconds",
+    "How long the store took: SQLite's group commits; each PostgreSQL operation (a write is its commit).",
     ["operation"], buckets=LATENCY, registry=REGISTRY,
 )  # fmt: skip
 LEASES_HELD = Gauge("batchgate_leases_held", "Batches this worker holds a lease on.", registry=REGISTRY)

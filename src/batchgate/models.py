@@ -169,6 +169,7 @@ class Delivery:
     token: str
     body: bytes | None = None
     destination: str | None = None  # host:port, for fair delivery
+    batch_created_at: float | None = None  # when its batch was submitted (for submit-to-callback time)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
+from batchgate import events
 from batchgate.actions import ActionContext, App
-from batchgate.models import Finished, JobOutcome, JobSpec, Lease, Recorded
+from batchgate.models import BatchStatus, Finished, JobOutcome, JobSpec, Lease, Recorded
 from batchgate.protocol.errors import (
     DEPENDENCY_FAILED,
     NOT_RUN_CANCELLED,
@@ -56,10 +57,12 @@ class Recorder:
         *,
         on_completed: Callable[[], None],
         on_cancel_requested: Callable[[], None],
+        action_of: dict[int, str],
     ) -> None:
         self.store, self.lease, self.lease_s = store, lease, lease_s
         self.on_completed = on_completed
         self.on_cancel_requested = on_cancel_requested
+        self.action_of = action_of  # each job's action, as metrics name it
         self.done = lease.done
         self.pending: list[Finished] = []
         self.writing: asyncio.Task[None] | None = None
@@ -84,13 +87,13 @@ class Recorder:
             recorded = await self.store.record(self.lease, finished, done=done, lease_s=self.lease_s)
             if recorded is Recorded.LOST:
                 raise LeaseLost(self.lease.batch_id)
+            events.jobs_finished(self.lease, finished, self.action_of)
             self.done = done
             if recorded is Recorded.CANCEL_REQUESTED:
                 self.on_cancel_requested()
             elif recorded is Recorded.COMPLETED:
                 self.completed = True
-                if self.lease.callback_url:
-                    self.on_completed()
+                self.on_completed()
 
     async def flush(self) -> None:
         if self.writing is not None:
@@ -122,8 +125,14 @@ class BatchRun:
         self.responses: dict[int, Any] = {}  # decoded responses that other jobs' references point into
         self.running: dict[asyncio.Task[Finished], int] = {}
         self.cancelled = asyncio.Event()
+        action_of = {index: app.metric_label(job.namespace, job.action) for index, job in lease.jobs.items()}
         self.recorder = Recorder(
-            store, lease, lease_s, on_completed=on_completed, on_cancel_requested=self.cancel
+            store,
+            lease,
+            lease_s,
+            on_completed=self._completed,
+            on_cancel_requested=self.cancel,
+            action_of=action_of,
         )
         self.refers = referenced_jobs(lease.jobs, lease.keys)  # job -> the jobs its references point into
         self.referenced = {target for targets in self.refers.values() for target in targets}
@@ -144,7 +153,13 @@ class BatchRun:
                 task.cancel()
         self._woken.set()
 
+    def _completed(self) -> None:
+        events.batch_finished(self.lease, BatchStatus.COMPLETE, self.outcomes.values())
+        if self.lease.callback_url:
+            self.on_completed()
+
     async def run(self) -> None:
+        events.batch_started(self.lease)
         if self.lease.cancel_requested:
             self.cancel()
         else:
@@ -274,11 +289,12 @@ class BatchRun:
 
     # a cancel --------------------------------------------------------------
     async def _finish_cancelled(self) -> None:
-        if await self.store.finish_cancelled(self.lease, [], cancelled=NOT_RUN_CANCELLED):
-            if self.lease.callback_url:
-                self.on_completed()
-        else:
+        if not await self.store.finish_cancelled(self.lease, [], cancelled=NOT_RUN_CANCELLED):
             raise LeaseLost(self.batch_id)
+        outcomes = [*self.outcomes.values(), *[JobOutcome.CANCELLED] * len(self.pending)]
+        events.batch_finished(self.lease, BatchStatus.CANCELLED, outcomes)
+        if self.lease.callback_url:
+            self.on_completed()
 
 
 def referenced_jobs(jobs: dict[int, JobSpec], keys: dict[str, int]) -> dict[int, list[int]]:

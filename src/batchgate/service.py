@@ -15,6 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from batchgate import metrics
 from batchgate.actions import App
 from batchgate.actions.testing import builtin_actions
 from batchgate.admin.service import AdminService
@@ -45,6 +46,7 @@ class Service:
     @classmethod
     def build(cls, settings: Settings, app: App | None = None, *, run_worker: bool = True) -> Service:
         """Everything the process runs; `run_worker=False` is an API process only."""
+        metrics.AccountLabel.by_account = settings.metrics_accounts
         actions = App(
             timeout_s=settings.job_timeout_s,
             threads=settings.action_threads,

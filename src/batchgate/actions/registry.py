@@ -264,6 +264,13 @@ class App:
         action = self._actions.get((namespace, name))
         return action is None or action.read_only
 
+    def metric_label(self, namespace: str, name: str) -> str:
+        """How an action is named in metrics: its name when registered, `namespace.*` when
+        forwarded (a client may name any action there), `other` otherwise: a bounded set."""
+        if (namespace, name) in self._actions:
+            return f"{namespace}.{name}"
+        return f"{namespace}.*" if namespace in self._mounts else "other"
+
     def busy_namespaces(self) -> list[str]:
         """The forwarded namespaces whose upstream has no free slot now."""
         return [namespace for namespace, busy in self._busy.items() if busy()]

@@ -35,7 +35,11 @@ ALIVE_WITHIN_S = 90.0  # a worker not heard from for this long is gone (heartbea
 
 
 class AdminError(ValueError):
-    """What an operator asked for cannot be done (no such batch, a finished batch cancelled...)."""
+    """What an operator asked for cannot be done (a finished batch cancelled, nothing to restart...)."""
+
+
+class AdminNotFound(AdminError):
+    """What an operator named does not exist (no such batch, failed delivery or active key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,7 @@ class AdminService:
     async def batch(self, batch_id: str) -> BatchDetail:
         batch = await self.store.find_batch(batch_id)
         if batch is None:
-            raise AdminError(f"there is no batch {batch_id}")
+            raise AdminNotFound(f"there is no batch {batch_id}")
         return BatchDetail(
             batch,
             await self.store.job_views(batch_id),
@@ -157,7 +161,7 @@ class AdminService:
 
     async def redeliver(self, delivery_id: str, *, actor: str) -> None:
         if not await self.store.redeliver(delivery_id):
-            raise AdminError(f"there is no failed delivery {delivery_id}")
+            raise AdminNotFound(f"there is no failed delivery {delivery_id}")
         self.on_delivery_queued()
         await self.store.audit(actor, "redeliver", delivery_id)
 
@@ -181,20 +185,20 @@ class AdminService:
 
     async def revoke_key(self, key: str, *, actor: str) -> None:
         if not await self.store.revoke_key(key):
-            raise AdminError(f"there is no active key {key}")
+            raise AdminNotFound(f"there is no active key {key}")
         await self.store.audit(actor, "revoke key", key)
 
     async def rotate_webhook_secret(self, key: str, *, overlap_s: float, actor: str) -> ApiKey:
         rotated = await self.store.rotate_webhook_secret(key, overlap_s=overlap_s)
         if rotated is None:
-            raise AdminError(f"there is no active key {key}")
+            raise AdminNotFound(f"there is no active key {key}")
         await self.store.audit(actor, "rotate webhook secret", key, f"overlap {overlap_s:g} s")
         return rotated
 
     async def _batch(self, batch_id: str) -> Batch:
         batch = await self.store.find_batch(batch_id)
         if batch is None:
-            raise AdminError(f"there is no batch {batch_id}")
+            raise AdminNotFound(f"there is no batch {batch_id}")
         return batch
 
 

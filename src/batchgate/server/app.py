@@ -6,11 +6,15 @@ would add costs time (measured with wrk: see docs/architecture.md).
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from typing import Any
 
 import orjson
+from prometheus_client import Counter, Histogram
 
+from batchgate import metrics
 from batchgate.actions import ActionContext, App, Reply
 from batchgate.batches import Caller, replayed
 from batchgate.protocol.errors import (
@@ -66,22 +70,42 @@ class Api:
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answers one HTTP request with a JSON body: never raises, never a traceback."""
+        started = time.perf_counter()
         request = Request.of(scope)
+        status = await self._answer(request, receive, send)
+        label = self._metric_label(request)
+        _http_requests(label, status).inc()
+        _http_seconds(label).observe(time.perf_counter() - started)
+
+    async def _answer(self, request: Request, receive: Receive, send: Send) -> int:
         try:
             answer = await self._route(request, receive)
         except WireError as exc:
             retry_after = exc.retry_after_s if isinstance(exc, TooManyRequests) else None
             close = isinstance(exc, SlowBody)
             await respond(send, exc.error_code, exc.to_json(), retry_after_s=retry_after, close=close)
-            return
+            return exc.error_code
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             await respond(send, InternalError.error_code, InternalError().to_json())
-            return
+            return InternalError.error_code
         if isinstance(answer, Reply):
             await respond(send, answer.status, answer.body)
-        else:
-            await respond(send, 200, orjson.dumps(answer))
+            return answer.status
+        await respond(send, 200, orjson.dumps(answer))
+        return 200
+
+    def _metric_label(self, request: Request) -> str:
+        """The action a request is counted under; a bounded set, whatever the client sent."""
+        if request.path in ("/healthz", "/readyz"):
+            return request.path[1:]
+        parts = request.path.split("/")
+        if len(parts) != 4 or parts[1] != "api":
+            return metrics.OTHER
+        namespace, action = parts[3], request.query.get("action", "")
+        if namespace == "batch":
+            return f"batch.{action}" if action in BATCH_ACTIONS else metrics.OTHER
+        return self.service.app.metric_label(namespace, action)
 
     async def _route(self, request: Request, receive: Receive) -> Any:
         if request.path in ("/healthz", "/readyz"):
@@ -192,3 +216,16 @@ class Listeners:
             await self.admin(scope, receive, send)
         else:
             await self.api(scope, receive, send)
+
+
+BATCH_ACTIONS = frozenset({"run", "progress", "results", "status", "list", "repost", "restart", "cancel"})
+
+
+@functools.cache
+def _http_requests(action: str, status: int) -> Counter:
+    return metrics.HTTP_REQUESTS.labels(action, str(status))
+
+
+@functools.cache
+def _http_seconds(action: str) -> Histogram:
+    return metrics.HTTP_SECONDS.labels(action)

@@ -102,9 +102,9 @@ def lease_from_rows(batch: Sequence[Any], jobs: Sequence[Sequence[Any]]) -> Leas
 
 def delivery_from_row(row: Sequence[Any], token: str) -> Delivery:
     """(id, batch_id, url, body, attempts, destination, webhook secret, API secret, the previous
-    webhook secret while it still signs): a key made before webhook secrets signs with its API
-    secret."""
-    delivery_id, batch_id, url, body, attempts, destination, webhook_secret, secret, previous = row
+    webhook secret while it still signs, the batch's created_at): a key made before webhook secrets
+    signs with its API secret."""
+    delivery_id, batch_id, url, body, attempts, destination, webhook_secret, secret, previous, created = row
     signing = (webhook_secret or secret, *([previous] if previous else []))
     return Delivery(
         id=delivery_id,
@@ -115,6 +115,7 @@ def delivery_from_row(row: Sequence[Any], token: str) -> Delivery:
         token=token,
         body=None if body is None else bytes(body),
         destination=destination,
+        batch_created_at=created,
     )
 
 

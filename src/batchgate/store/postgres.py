@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from batchgate import metrics
 from batchgate.models import (
     ApiKey,
     Attempt,
@@ -87,14 +88,19 @@ CLOCK_SYNC_S = 300.0  # how often a worker reads the database's clock again
 
 
 def wrap_exceptions(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Translates driver errors into StoreUnavailable, so nothing above the store sees asyncpg."""
+    """Translates driver errors into StoreUnavailable, so nothing above the store sees asyncpg, and
+    times each operation (a write is one statement and its commit)."""
+    seconds = metrics.STORE_SECONDS.labels(fn.__name__.lstrip("_"))
 
     @functools.wraps(fn)
     async def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.perf_counter()
         try:
             return await fn(*args, **kwargs)
         except DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        finally:
+            seconds.observe(time.perf_counter() - started)
 
     return wrapped
 
@@ -470,7 +476,7 @@ class PostgresStore(Store):
         self, limit: int, now: float, lease_s: float, skip: list[str], per_destination: int
     ) -> list[Delivery]:
         rows = await self._pool.fetch(Q["claim_deliveries"], now, limit, now + lease_s, skip, per_destination)
-        return [delivery_from_row(row[:9], row[9]) for row in rows]
+        return [delivery_from_row(row[:10], row[10]) for row in rows]
 
     @wrap_exceptions
     async def _finish_attempt(

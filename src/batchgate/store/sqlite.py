@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batchgate import metrics
 from batchgate.models import (
     ApiKey,
     Attempt,
@@ -67,6 +68,7 @@ from batchgate.store.base import (
 
 T = TypeVar("T")
 Q = sql.queries("sqlite")
+COMMIT_SECONDS = metrics.STORE_SECONDS.labels("sqlite group commit")
 Write = Callable[[sqlite3.Connection], Any]
 
 
@@ -186,7 +188,9 @@ class SQLiteStore(Store):
                 if not group:
                     self._draining = False
                     return
+            started = time.perf_counter()
             outcomes = self._commit_group([op for op, _ in group])
+            COMMIT_SECONDS.observe(time.perf_counter() - started)
             with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, group, outcomes)
 

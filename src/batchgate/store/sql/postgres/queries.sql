@@ -349,7 +349,8 @@ SET next_at = $3, lease_token = replace(gen_random_uuid()::text, '-', '')
 FROM due, batches b, api_keys k
 WHERE d.id = due.id AND b.id = d.batch_id AND k.key = b.key
 RETURNING d.id, d.batch_id, d.url, d.body, d.attempts, d.destination, k.webhook_secret, k.secret,
-          CASE WHEN k.webhook_previous_until > $1 THEN k.webhook_secret_previous END, d.lease_token;
+          CASE WHEN k.webhook_previous_until > $1 THEN k.webhook_secret_previous END, b.created_at,
+          d.lease_token;
 
 -- name: finish_attempt
 WITH attempt AS (

@@ -228,7 +228,8 @@ RETURNING id, batch_id, url, body, attempts, destination,
           (SELECT k.webhook_secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id),
           (SELECT k.secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id),
           (SELECT CASE WHEN k.webhook_previous_until > :now THEN k.webhook_secret_previous END
-           FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id);
+           FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = deliveries.batch_id),
+          (SELECT b.created_at FROM batches b WHERE b.id = deliveries.batch_id);
 
 -- name: insert_attempt
 INSERT INTO attempts (delivery_id, number, at, status_code, error, duration_ms)

@@ -1,0 +1,122 @@
+"""What happens to batches, jobs and callbacks, said once each: a log line with its facts, and the
+metrics it moves. The use cases call these; nothing here decides anything.
+
+Log lines carry their facts as fields (asyncId, account, job, webhook-id...), never a secret and
+never a request's or response's body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter as Tally
+from collections.abc import Iterable
+from functools import cache
+
+import orjson
+from prometheus_client import Counter, Histogram
+
+from batchgate import metrics
+from batchgate.models import Attempt, BatchStatus, Delivery, Finished, JobOutcome, Lease
+
+log = logging.getLogger("batchgate.events")
+
+
+def batch_accepted(async_id: str, account: str, *, jobs: int, concurrency: int) -> None:
+    log.info(
+        "batch accepted",
+        extra={"asyncId": async_id, "account": account, "jobs": jobs, "concurrency": concurrency},
+    )
+    _batches("submitted", metrics.AccountLabel.of(account)).inc()
+
+
+def batch_started(lease: Lease) -> None:
+    log.info(
+        "batch started",
+        extra={
+            "asyncId": lease.batch_id,
+            "account": lease.account,
+            "run": lease.run,
+            "pending": len(lease.jobs),
+            "concurrency": lease.concurrency,
+        },
+    )
+
+
+def batch_finished(lease: Lease, status: BatchStatus, outcomes: Iterable[JobOutcome]) -> None:
+    counts = Tally(outcome.value for outcome in outcomes)
+    log.info(
+        "batch finished",
+        extra={"asyncId": lease.batch_id, "account": lease.account, "run": lease.run, "status": status.value,
+               **{outcome.value: counts[outcome.value] for outcome in JobOutcome}},
+    )  # fmt: skip
+    _batches(status.value, metrics.AccountLabel.of(lease.account)).inc()
+
+
+def jobs_finished(lease: Lease, finished: Iterable[Finished], action_of: dict[int, str]) -> None:
+    """Counts finished jobs and their durations; a failed one is also a log line, with its codes."""
+    account = metrics.AccountLabel.of(lease.account)
+    for job in finished:
+        _jobs(job.outcome.value, account).inc()
+        _job_seconds(action_of.get(job.index, metrics.OTHER)).observe(job.duration_ms / 1000)
+        if job.outcome is JobOutcome.FAILED:
+            _job_failed(lease, job, action_of.get(job.index, metrics.OTHER))
+
+
+def _job_failed(lease: Lease, job: Finished, action: str) -> None:
+    try:
+        error = orjson.loads(job.response)
+    except orjson.JSONDecodeError:
+        error = {}
+    log.info(
+        "job failed",
+        extra={"asyncId": lease.batch_id, "account": lease.account, "job": job.index, "action": action,
+               "errorCode": error.get("errorCode"), "specificCode": error.get("specificCode")},
+    )  # fmt: skip
+
+
+def delivery_attempted(delivery: Delivery, attempt: Attempt, *, next_in_s: float | None, gone: bool) -> None:
+    """An attempt's outcome; a failed one is a WARNING with its number, status or error, next try."""
+    delivered = attempt.status_code is not None and 200 <= attempt.status_code < 300
+    outcome = "delivered" if delivered else "gone" if gone else "failed"
+    metrics.DELIVERY_ATTEMPTS.labels(outcome).inc()
+    if delivered:
+        if delivery.batch_created_at is not None:
+            metrics.SUBMIT_TO_CALLBACK.observe(max(0.0, attempt.at - delivery.batch_created_at))
+        return
+    facts = {
+        "webhook-id": delivery.id,
+        "asyncId": delivery.batch_id,
+        "attempt": attempt.number,
+        "status": attempt.status_code,
+        "error": attempt.error,
+        "next_attempt_in_s": next_in_s,
+    }
+    if next_in_s is None:
+        log.warning("callback abandoned: no more tries" if not gone else "callback refused for good (410)",
+                    extra=facts)  # fmt: skip
+    else:
+        log.warning("callback attempt failed", extra=facts)
+
+
+def destination_backed_off(destination: str, failures: int, until: float) -> None:
+    log.warning(
+        "callback destination backed off",
+        extra={"destination": destination, "failures_in_a_row": failures, "until": until},
+    )
+
+
+# cached label children (labels are bounded): a label lookup per job would cost more than the rest
+# of the job's bookkeeping
+@cache
+def _batches(event: str, account: str) -> Counter:
+    return metrics.BATCHES.labels(event, metrics.AccountLabel.of(account))
+
+
+@cache
+def _jobs(outcome: str, account: str) -> Counter:
+    return metrics.JOBS.labels(outcome, metrics.AccountLabel.of(account))
+
+
+@cache
+def _job_seconds(action: str) -> Histogram:
+    return metrics.JOB_SECONDS.labels(action)
