@@ -51,9 +51,12 @@ class AdminApi:
     async def batches(self, request: Request, caller: Caller) -> Response:
         found = batch_filter(request.query, self.clock())
         page = await self.service.batches(
-            account=found.account, status=found.status, since=found.since,
-            limit=found.limit + 1, before=found.before,
-        )  # fmt: skip
+            account=found.account,
+            status=found.status,
+            since=found.since,
+            limit=found.limit + 1,
+            before=found.before,
+        )
         more = len(page) > found.limit
         page = page[: found.limit]
         return json(

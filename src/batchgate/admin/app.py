@@ -30,6 +30,10 @@ from batchgate.server.envelope import Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 METRICS = "/metrics"
+NEEDS_CREDENTIAL = (
+    "the admin listener needs its token: Authorization: Bearer <token>, or log in to the console"
+)
+REFUSED_CREDENTIAL = "the admin token does not match"
 
 
 class AdminApp:
@@ -106,11 +110,7 @@ class AdminApp:
     def _unadmitted(self, request: Request) -> Response:
         """No valid credential: 401 for the API, /metrics and console.js; the login page for a person."""
         if _machine(request) or request.headers.get("x-live"):
-            offered = "authorization" in request.headers
-            raise Unauthorized(
-                "the admin token does not match" if offered else
-                "the admin listener needs its token: Authorization: Bearer <token>, or log in to the console"
-            )  # fmt: skip
+            raise Unauthorized(REFUSED_CREDENTIAL if "authorization" in request.headers else NEEDS_CREDENTIAL)
         target = request.path + ("?" + urlencode(request.query) if request.query else "")
         return redirect("/login?next=" + quote(target if request.method == "GET" else "/", safe=""))
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 
-WIDTH, HEIGHT = 720, 150
+WIDTH, HEIGHT = 1240, 170
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 22  # room for the axis labels
 MINUS = "\u2212"
 
@@ -42,8 +42,10 @@ def jobs_chart(series: Sequence[tuple[float, int]]) -> str:
     for fraction in (0, 0.5, 1):
         y = TOP + plot_h * (1 - fraction)
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f"{_short(top * fraction)}</text>")  # fmt: skip
+        parts.append(
+            f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{_short(top * fraction)}</text>"
+        )
     for i, (start, jobs) in enumerate(series):
         height = plot_h * jobs / top
         x, y = LEFT + i * slot + 1.5, TOP + plot_h - height
@@ -57,8 +59,10 @@ def jobs_chart(series: Sequence[tuple[float, int]]) -> str:
         parts.append(f'<text class="axis" x="{LEFT + i * slot:.1f}" y="{HEIGHT - 6}">{text}</text>')
     parts.append(f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">now</text>')
     if total == 0:
-        parts.append(f'<text class="empty" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" '
-                     'text-anchor="middle">no jobs finished in this time</text>')  # fmt: skip
+        parts.append(
+            f'<text class="empty" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" '
+            'text-anchor="middle">no jobs finished in this time</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -24,6 +24,33 @@ from batchgate.models import BatchStatus, DeliveryStatus
 
 OVERLAP_CHOICES = ((0, "none: stop at once"), (3600, "1 hour"), (86400, "24 hours"), (7 * 86400, "7 days"))
 LOGIN_DELAY_S = 0.5  # after a wrong token
+BATCH_CHANGES = {  # action: (title, text, button, danger)
+    "cancel": (
+        "Cancel this batch?",
+        "The jobs of batch {batch_id} that have not run will not run; its callback is sent with what "
+        "finished.",
+        "Cancel batch",
+        True,
+    ),
+    "restart": (
+        "Restart this batch?",
+        "Every job of batch {batch_id} runs again from the first, then its callback is sent again.",
+        "Restart batch",
+        True,
+    ),
+    "restart-failed": (
+        "Restart its failed jobs?",
+        "The failed jobs of batch {batch_id} run again, then its callback is sent again.",
+        "Restart failed jobs",
+        False,
+    ),
+    "repost": (
+        "Send the callback again?",
+        "The results of batch {batch_id} are POSTed to its callback URL again.",
+        "Redeliver callback",
+        False,
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +90,9 @@ class Console:
         ]
 
     # rendering -------------------------------------------------------------------
-    def page(self, request: Request, caller: Caller | None, name: str, status: int = 200, **context: Any) -> Response:
+    def page(
+        self, request: Request, caller: Caller | None, name: str, status: int = 200, **context: Any
+    ) -> Response:
         """The page `name`, or only its live part for console.js; with the message left by a change."""
         live = request.headers.get("x-live") == "1"
         flash = {} if live else self.guard.unseal(request.cookies.get(self._flash_cookie(request), ""))
@@ -86,7 +115,7 @@ class Console:
         return response
 
     def error_page(self, request: Request, caller: Caller | None, status: int, message: str) -> Response:
-        return self.page(request, caller, "error", status, status=status, message=message)
+        return self.page(request, caller, "error", status, code=status, message=message)
 
     def done(self, request: Request, back: str, kind: str, text: str) -> Response:
         """Back to the page, with a message that it shows once."""
@@ -105,8 +134,9 @@ class Console:
     def confirm(self, request: Request, caller: Caller, confirm: Confirm, *, back: str) -> Response:
         """The confirm step, as a page: the same form again, confirmed (console.js asks in a dialog)."""
         fields = {k: v for k, v in request.form().items() if k not in ("confirmed", CSRF_FIELD)}
-        return self.page(request, caller, "confirm", confirm=confirm, action=request.path, fields=fields,
-                         back=back)  # fmt: skip
+        return self.page(
+            request, caller, "confirm", confirm=confirm, action=request.path, fields=fields, back=back
+        )
 
     async def act(
         self,
@@ -141,21 +171,33 @@ class Console:
         now = self.clock()
         found = batch_filter(request.query, now)
         page = await self.service.batches(
-            account=found.account, status=found.status, since=found.since,
-            limit=found.limit + 1, before=found.before,
-        )  # fmt: skip
+            account=found.account,
+            status=found.status,
+            since=found.since,
+            limit=found.limit + 1,
+            before=found.before,
+        )
         more = len(page) > found.limit
         page = page[: found.limit]
-        filters = {k: request.query.get(k, "") for k in ("account", "status", "since") if request.query.get(k)}
+        filters = {
+            k: request.query.get(k, "") for k in ("account", "status", "since") if request.query.get(k)
+        }
         older = urlencode({**filters, "cursor": cursor(page[-1].created_at, page[-1].id)}) if more else None
         system = await self.service.system()
         return self.page(
-            request, caller, "batches",
-            batches=page, filters=filters, older=older, paged=found.before is not None,
-            statuses=[status.value for status in BatchStatus], since_choices=SINCE_CHOICES,
-            overview=system.overview, workers=len(system.workers),
+            request,
+            caller,
+            "batches",
+            batches=page,
+            filters=filters,
+            older=older,
+            paged=found.before is not None,
+            statuses=[status.value for status in BatchStatus],
+            since_choices=SINCE_CHOICES,
+            overview=system.overview,
+            workers=len(system.workers),
             series=chart.per_minute(system.overview.jobs_per_minute, now),
-        )  # fmt: skip
+        )
 
     async def batch(self, request: Request, caller: Caller, batch_id: str) -> Response:
         try:
@@ -167,85 +209,95 @@ class Console:
             tries[attempt.delivery_id].append(attempt)
         waiting = any(view.status is DeliveryStatus.PENDING for view in detail.deliveries)
         return self.page(
-            request, caller, "batch",
-            detail=detail, b=detail.batch, tries=tries, callback=detail.status()["callback"],
+            request,
+            caller,
+            "batch",
+            detail=detail,
+            b=detail.batch,
+            tries=tries,
+            callback=detail.status()["callback"],
             settled=detail.batch.status.finished and not waiting,
-        )  # fmt: skip
+        )
 
     async def deliveries(self, request: Request, caller: Caller) -> Response:
         before = cursor_of(request.query.get("cursor", ""))
         page = await self.service.failed_deliveries(limit=51, before=before)
         older = urlencode({"cursor": cursor(page[49].created_at, page[49].id)}) if len(page) > 50 else None
         overview = (await self.service.system()).overview
-        return self.page(request, caller, "deliveries", deliveries=page[:50], older=older,
-                         paged=before is not None, total=overview.deliveries_failed)  # fmt: skip
+        return self.page(
+            request,
+            caller,
+            "deliveries",
+            deliveries=page[:50],
+            older=older,
+            paged=before is not None,
+            total=overview.deliveries_failed,
+        )
 
     async def keys(self, request: Request, caller: Caller, **shown: Any) -> Response:
         keys = sorted(await self.service.keys(), key=lambda k: (k.revoked_at is not None, -k.created_at))
-        return self.page(request, caller, "keys", keys=keys, overlaps=OVERLAP_CHOICES,
-                         default_overlap=int(DEFAULT_OVERLAP_S), shown=shown)  # fmt: skip
+        return self.page(
+            request,
+            caller,
+            "keys",
+            keys=keys,
+            overlaps=OVERLAP_CHOICES,
+            default_overlap=int(DEFAULT_OVERLAP_S),
+            shown=shown,
+        )
 
     async def system(self, request: Request, caller: Caller) -> Response:
         now = self.clock()
         system = await self.service.system()
         return self.page(
-            request, caller, "system",
-            overview=system.overview, workers=system.workers,
+            request,
+            caller,
+            "system",
+            overview=system.overview,
+            workers=system.workers,
             series=chart.per_minute(system.overview.jobs_per_minute, now),
             entries=await self.service.audit_log(limit=10),
-        )  # fmt: skip
+        )
 
     async def audit(self, request: Request, caller: Caller) -> Response:
         limit = 500 if request.query.get("all") else 100
-        return self.page(request, caller, "audit", entries=await self.service.audit_log(limit=limit),
-                         limit=limit)  # fmt: skip
+        return self.page(
+            request, caller, "audit", entries=await self.service.audit_log(limit=limit), limit=limit
+        )
 
     # changes ---------------------------------------------------------------------
     async def batch_action(self, request: Request, caller: Caller, batch_id: str, action: str) -> Response:
-        back = f"/batches/{batch_id}"
-        service = self.service
-
-        async def cancel() -> str:
-            change = await service.cancel(batch_id, actor=caller.actor)
-            return "Batch cancelled." if change.value == "done" else "Cancel requested: its worker stops it."
-
-        async def restart() -> str:
-            await service.restart(batch_id, actor=caller.actor)
-            return "Batch restarted: every job runs again."
-
-        async def restart_failed() -> str:
-            await service.restart(batch_id, failed_only=True, actor=caller.actor)
-            return "Failed jobs restarted."
-
-        async def repost() -> str:
-            await service.repost(batch_id, actor=caller.actor)
-            return "Callback queued again."
-
-        changes = {
-            "cancel": (Confirm("Cancel this batch?", f"The jobs of batch {batch_id} that have not run "
-                               "will not run; its callback is sent with what finished.", "Cancel batch",
-                               danger=True), cancel),
-            "restart": (Confirm("Restart this batch?", f"Every job of batch {batch_id} runs again from "
-                                "the first, then its callback is sent again.", "Restart batch",
-                                danger=True), restart),
-            "restart-failed": (Confirm("Restart its failed jobs?", f"The failed jobs of batch {batch_id} "
-                                       "run again, then its callback is sent again.", "Restart failed jobs"),
-                               restart_failed),
-            "repost": (Confirm("Send the callback again?", f"The results of batch {batch_id} are POSTed to "
-                               "its callback URL again, with a new delivery.", "Redeliver callback"), repost),
-        }  # fmt: skip
-        if action not in changes:
+        if action not in BATCH_CHANGES:
             return self.error_page(request, caller, 404, f"there is no action {action} on batches")
-        confirm, change = changes[action]
-        return await self.act(request, caller, confirm, change, back=back)
+        title, text, button, danger = BATCH_CHANGES[action]
+        confirm = Confirm(title, text.format(batch_id=batch_id), button, danger)
+
+        async def change() -> str:
+            if action == "cancel":
+                done = await self.service.cancel(batch_id, actor=caller.actor)
+                return (
+                    "Batch cancelled." if done.value == "done" else "Cancel requested: its worker stops it."
+                )
+            if action == "repost":
+                await self.service.repost(batch_id, actor=caller.actor)
+                return "The callback is queued again."
+            failed_only = action == "restart-failed"
+            await self.service.restart(batch_id, failed_only=failed_only, actor=caller.actor)
+            return "The failed jobs run again." if failed_only else "Batch restarted: every job runs again."
+
+        return await self.act(request, caller, confirm, change, back=f"/batches/{batch_id}")
 
     async def redeliver(self, request: Request, caller: Caller, delivery_id: str) -> Response:
         async def change() -> str:
             await self.service.redeliver(delivery_id, actor=caller.actor)
             return f"Delivery {delivery_id} is sent again."
 
-        confirm = Confirm("Redeliver this callback?", f"Delivery {delivery_id} is tried once more, with "
-                          "the same webhook-id, then on its retry schedule.", "Redeliver")  # fmt: skip
+        confirm = Confirm(
+            "Redeliver this callback?",
+            f"Delivery {delivery_id} is tried once more, with the same webhook-id, then on its retry "
+            "schedule.",
+            "Redeliver",
+        )
         return await self.act(request, caller, confirm, change, back=_back(request.form(), "/deliveries"))
 
     async def redeliver_all(self, request: Request, caller: Caller) -> Response:
@@ -253,8 +305,11 @@ class Console:
             count = await self.service.redeliver_all(actor=caller.actor)
             return f"{count} failed {'delivery is' if count == 1 else 'deliveries are'} sent again."
 
-        confirm = Confirm("Redeliver every failed callback?", "Each failed delivery is tried once more, "
-                          "then on its retry schedule.", "Redeliver all")  # fmt: skip
+        confirm = Confirm(
+            "Redeliver every failed callback?",
+            "Each failed delivery is tried once more, then on its retry schedule.",
+            "Redeliver all",
+        )
         return await self.act(request, caller, confirm, change, back="/deliveries")
 
     async def create_key(self, request: Request, caller: Caller) -> Response:
@@ -277,16 +332,25 @@ class Console:
             await self.service.revoke_key(key, actor=caller.actor)
             return f"Key {key} is revoked."
 
-        confirm = Confirm("Revoke this key?", f"Requests signed with key {key} are refused from now on "
-                          "(463, Key Revoked). This cannot be undone.", "Revoke key", danger=True)  # fmt: skip
+        confirm = Confirm(
+            "Revoke this key?",
+            f"Requests signed with key {key} are refused from now on (463, Key Revoked). "
+            "This cannot be undone.",
+            "Revoke key",
+            danger=True,
+        )
         return await self.act(request, caller, confirm, change, back="/keys")
 
     async def rotate(self, request: Request, caller: Caller, key: str) -> Response:
         form = request.form()
         overlap_s = overlap_of(form.get("overlap", DEFAULT_OVERLAP_S))
         if form.get("confirmed") != "yes":
-            confirm = Confirm("Rotate the webhook secret?", f"Key {key} gets a new webhook secret; the old "
-                              "one keeps signing callbacks beside it until the overlap ends.", "Rotate")  # fmt: skip
+            confirm = Confirm(
+                "Rotate the webhook secret?",
+                f"Key {key} gets a new webhook secret; the old one keeps signing callbacks beside it "
+                "until the overlap ends.",
+                "Rotate webhook secret",
+            )
             return self.confirm(request, caller, confirm, back="/keys")
         try:
             rotated = await self.service.rotate_webhook_secret(key, overlap_s=overlap_s, actor=caller.actor)
@@ -299,15 +363,22 @@ class Console:
 
     # logging in (no caller yet) ------------------------------------------------------
     def login_page(self, request: Request, *, error: str = "", status: int = 200) -> Response:
-        return self.page(request, None, "login", status, next=_next(request.query.get("next", "")),
-                         error=error)  # fmt: skip
+        return self.page(
+            request, None, "login", status, next=_next(request.query.get("next", "")), error=error
+        )
 
     async def login(self, request: Request) -> Response:
         form = request.form()
         if not self.guard.token_matches(form.get("token", "")):
             await asyncio.sleep(LOGIN_DELAY_S)
-            return self.page(request, None, "login", 401, next=_next(form.get("next", "")),
-                             error="That is not the admin token.")  # fmt: skip
+            return self.page(
+                request,
+                None,
+                "login",
+                401,
+                next=_next(form.get("next", "")),
+                error="That is not the admin token.",
+            )
         session = self.guard.new_session(form.get("name", ""))
         return redirect(_next(form.get("next", ""))).set_cookie(self.guard.cookie(request, session))
 
@@ -322,4 +393,3 @@ def _next(target: str) -> str:
 def _back(form: dict[str, str], default: str) -> str:
     back = form.get("back", "")
     return back if back.startswith("/") and not back.startswith("//") and "\\" not in back else default
-

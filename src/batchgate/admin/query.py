@@ -19,8 +19,14 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])", re.ASCII)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-SINCE_CHOICES = (("", "any time"), ("15m", "last 15 minutes"), ("1h", "last hour"),
-                 ("6h", "last 6 hours"), ("24h", "last 24 hours"), ("7d", "last 7 days"))  # fmt: skip
+SINCE_CHOICES = (
+    ("", "any time"),
+    ("15m", "last 15 minutes"),
+    ("1h", "last hour"),
+    ("6h", "last 6 hours"),
+    ("24h", "last 24 hours"),
+    ("7d", "last 7 days"),
+)
 
 
 @dataclass(frozen=True, slots=True)
