@@ -215,7 +215,15 @@ class Batches:
     # run -------------------------------------------------------------------
     async def run(self, caller: Caller, params: Any) -> dict[str, str]:
         request = await self._run_request(params)
-        await self._check_quotas(caller.account)
+        idempotency = self._idempotency(caller, params)
+        try:
+            await self._check_quotas(caller.account)
+        except TooManyRequests:
+            # A retry of a run that went through answers its batch, even at the limit.
+            earlier = await self.store.earlier_submission(caller.account, caller.request, idempotency)
+            if earlier is None:
+                raise
+            return {"asyncId": earlier}
         try:
             submitted = await self.store.submit(
                 caller.api_key,
@@ -224,7 +232,7 @@ class Batches:
                 concurrency=request.concurrency,
                 destination=destination_of(request.callback_url) if request.callback_url else None,
                 request=caller.request,
-                idempotency=self._idempotency(caller, params),
+                idempotency=idempotency,
             )
         except StoreError as exc:
             raise InternalError("The information was not saved", specific_code=errors.NOT_SAVED) from exc

@@ -30,6 +30,7 @@ from batchgate.client import ApiError, Client, Unreachable
 from batchgate.config import ConfigError, load_config
 from batchgate.config import build_app as app_from_config
 from batchgate.models import ApiKey
+from batchgate.netguard import AddressPolicy
 from batchgate.protocol.errors import is_error_body
 from batchgate.settings import Settings, parse_schedule
 from batchgate.store import Store, StoreError, open_store
@@ -71,6 +72,22 @@ def _database_url(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
+def _allow_list(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        AddressPolicy.from_spec(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+def _server_keys(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        Vault(value)
+    except VaultError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 def _schedule(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
     try:
         return parse_schedule(value)
@@ -82,6 +99,7 @@ server_key_option = _option(
     "--server-key",
     default="",
     show_default=False,
+    callback=_server_keys,
     help="Fernet keys, comma-separated: the first encrypts the keys' secrets at rest, every one decrypts.",
 )
 db_option = _option(
@@ -210,6 +228,7 @@ WORKER_OPTIONS = _options(
     _option(
         "--callback-allow",
         default=DEFAULTS.callback_allow,
+        callback=_allow_list,
         help="Hosts, IPs or CIDRs callbacks may reach despite the address guard (comma-separated).",
     ),
     _option(
@@ -236,6 +255,20 @@ WORKER_OPTIONS = _options(
         type=int,
         default=DEFAULTS.callback_per_destination,
         help="Callbacks in flight to one host:port at once.",
+    ),
+    _option(
+        "--callback-breaker-cooldown",
+        "callback_breaker_cooldown_s",
+        type=float,
+        default=DEFAULTS.callback_breaker_cooldown_s,
+        help="Seconds a backed-off destination first waits; it doubles with each failed probe, up to 600.",
+    ),
+    _option(
+        "--callback-retry-after-cap",
+        "retry_after_cap_s",
+        type=float,
+        default=DEFAULTS.retry_after_cap_s,
+        help="The longest Retry-After of a receiver that a callback's next try waits for.",
     ),
     _option(
         "--callback-breaker-threshold",

@@ -94,16 +94,17 @@ class Deliverer(ClaimLoop):
     async def _deliver(self, delivery: Delivery) -> None:
         dest = delivery.destination or destination_of(delivery.url)
         until = self.destinations.backed_off_until(dest, self.clock())
-        if until is not None:  # its destination is backed off: no attempt now, and none counted
+        if until is not None:  # its destination is backed off or full: no attempt now, and none counted
             await self.store.postpone(delivery, until=until)
             return
-        body = await self._body(delivery)
-        if body is None:
-            log.info("callback %s for batch %s: superseded by a restart", delivery.id, delivery.batch_id)
-            return
-        at, started = self.clock(), time.perf_counter()
-        self.destinations.started(dest, at)
+        self.destinations.started(dest, self.clock())  # counted before anything awaits, so none slips by
         try:
+            body = await self._body(delivery)
+            if body is None:
+                log.info("callback %s for batch %s: superseded by a restart", delivery.id, delivery.batch_id)
+                self.destinations.abandoned(dest)
+                return
+            at, started = self.clock(), time.perf_counter()
             status, error, retry_after = await self._post(delivery, body)
         except BaseException:  # stopped mid-POST: the lease runs out and it is sent again
             self.destinations.abandoned(dest)

@@ -104,6 +104,7 @@ class Service:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.store.check_vault()
         await self.app.startup()
         if self.worker is None or self.deliverer is None:
             return

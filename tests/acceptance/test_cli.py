@@ -144,6 +144,33 @@ def test_a_database_option_that_is_not_a_database_url_is_one_clear_line(db: str,
     one_clear_line(batchgate("worker", "--db", db, check=False), message)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--callback-allow=10.0.0.1/8", "is not a valid CIDR"),
+        ("--server-key=not-a-fernet-key", "is not a Fernet key"),
+        ("--admin-port=18999", "the admin listener listens on loopback only"),
+    ],
+)
+def test_serve_refuses_a_bad_setting_in_one_line(sqlite_url: str, option: str, message: str) -> None:
+    extra = ["--admin-host=0.0.0.0"] if option.startswith("--admin") else []
+    one_clear_line(batchgate("serve", "--db", sqlite_url, option, *extra, check=False), message)
+
+
+def test_a_process_without_the_server_key_of_a_sealed_database_refuses_to_start(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    server_key = batchgate("keys", "new-server-key").stdout.strip()
+    batchgate("keys", "create", "--name", "acme", "--db", sqlite_url, "--server-key", server_key)
+    one_clear_line(batchgate("keys", "list", "--db", sqlite_url, check=False), "set BATCHGATE_SERVER_KEY")
+    assert "acme" in batchgate("keys", "list", "--db", sqlite_url, "--server-key", server_key).stdout
+    serving = ServeProcess(sqlite_url, tmp_path / "serve.log")
+    with pytest.raises(AssertionError):  # it never becomes healthy
+        serving.start()
+    assert "could not start" in serving.log.read_text() and "BATCHGATE_SERVER_KEY" in serving.log.read_text()
+    assert "Traceback" not in serving.log.read_text()
+
+
 def test_keys_list_of_a_sqlite_file_that_does_not_exist_does_not_create_it(tmp_path: Path) -> None:
     typo = tmp_path / "batchgaet.db"
     one_clear_line(

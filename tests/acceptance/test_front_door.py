@@ -143,11 +143,16 @@ def test_connections_beyond_the_cap_are_answered_429_at_once(
         assert answer_of(again)[0] == 200
 
 
-def test_headers_larger_than_the_bound_get_431(server: tuple[ServeProcess, Credentials]) -> None:
+@pytest.mark.parametrize("size_kb", [100, 200, 2000])  # in one read, in a few, in many
+def test_headers_larger_than_the_bound_get_431(
+    server: tuple[ServeProcess, Credentials], size_kb: int
+) -> None:
     process, _ = server
     with connect(process) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\n\r\n")
-        assert answer_of(sock)[0] == 431
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (size_kb * 1024) + b"\r\n\r\n")
+        status, head = answer_of(sock)
+        assert status == 431 and b"connection: close" in head.lower()
+        assert closed_by_server(sock, within_s=2)
 
 
 def test_uploads_under_an_unknown_key_are_refused_before_their_body_is_read(

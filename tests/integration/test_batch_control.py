@@ -387,6 +387,20 @@ async def test_a_job_past_its_timeout_is_answered_461_and_the_batch_goes_on(
     assert "runs on in its thread" in caplog.text  # the thread could not be stopped, and says so
 
 
+async def test_an_apps_own_default_timeout_goes_with_its_actions(each_store_settings: Settings) -> None:
+    app = App(timeout_s=0.2)
+
+    @app.action("t", "nap")
+    async def nap() -> None:
+        await asyncio.sleep(5)
+
+    async with live_server(each_store_settings, app) as live, live.client() as api:
+        results = (await api.wait(await api.run([{"namespace": "t", "action": "nap"}]), poll_s=0.02))[
+            "results"
+        ]
+    assert "within 0.2 s" in results[0]["response"]["message"]
+
+
 async def test_the_operator_sets_the_default_timeout(each_store_settings: Settings) -> None:
     app = App()
 

@@ -51,6 +51,15 @@ async def test_batches_not_yet_finished_are_limited_per_account(each_store_setti
     assert (error.error_code, error.specific_code) == (429, errors.TOO_MANY_OPEN_BATCHES)
 
 
+async def test_a_retried_run_answers_its_batch_even_at_the_limit(each_store_settings: Settings) -> None:
+    settings = dataclasses.replace(each_store_settings, max_open_batches=1)
+    async with live_server(settings, run_worker=False) as server, server.client() as api:
+        first = await api.run([ping()], idempotency_key="retry-me")
+        assert await api.run([ping()], idempotency_key="retry-me") == first  # a retry, signed anew
+        error = await refused(api.run([ping(1)], idempotency_key="another"))
+    assert (error.error_code, error.specific_code) == (429, errors.TOO_MANY_OPEN_BATCHES)
+
+
 async def test_the_bytes_an_accounts_results_hold_are_limited(each_store_settings: Settings) -> None:
     settings = dataclasses.replace(each_store_settings, max_result_bytes=2000)
     async with live_server(settings) as server, server.client() as api:

@@ -118,11 +118,13 @@ class App:
     def __init__(
         self,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = None,
         threads: int = DEFAULT_THREADS,
         processes: int = DEFAULT_PROCESSES,
     ) -> None:
-        self.timeout_s = timeout_s  # for actions that do not set their own
+        # For actions that set none of their own; None: the serving process's (--job-timeout). The
+        # pools belong to the App that is served: batchgate serve sets them (--action-threads...).
+        self.timeout_s = timeout_s
         self.threads = threads
         self.processes = processes
         self._actions: dict[tuple[str, str], Action] = {}
@@ -237,7 +239,7 @@ class App:
                 namespace,
                 name,
                 action.handler,
-                timeout_s=action.timeout_s,
+                timeout_s=action.timeout_s or other.timeout_s,  # the other app's default goes along
                 read_only=action.read_only,
                 process=action.process,
             )
@@ -310,7 +312,7 @@ class App:
         kwargs = action.schema.validate(params)
         if action.wants_ctx:
             kwargs[CONTEXT_PARAMETER] = ctx
-        timeout_s = action.timeout_s or self.timeout_s
+        timeout_s = action.timeout_s or self.timeout_s or DEFAULT_TIMEOUT_S
         try:
             async with asyncio.timeout(timeout_s):
                 return await self._run(action, kwargs, timeout_s)

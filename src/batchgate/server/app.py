@@ -179,7 +179,7 @@ async def run_lifespan(service: Service, receive: Receive, send: Send) -> None:
         if message["type"] == "lifespan.startup":
             try:
                 await service.start()
-            except BatchgateError as exc:  # the database cannot be used, say: no traceback
+            except BatchgateError as exc:  # the database cannot be used, or its secrets read: no traceback
                 log.error("could not start: %s", exc)
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return

@@ -16,12 +16,13 @@ it comes. `guarded_protocol` adds these, as a subclass of its HTTP protocol:
 The rate a body must arrive at, and the memory bodies hold, are the application's (envelope.py).
 It relies on uvicorn's HttpToolsProtocol methods (connection_made, data_received,
 on_message_begin, on_headers_complete, on_response_complete), unchanged from 0.20 to 0.55:
-the tests in tests/integration/test_front_door.py hold it to what it promises.
+the tests in tests/acceptance/test_front_door.py hold it to what it promises.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -51,7 +52,7 @@ class HeadersTooLarge(WireError):
 def _raw_response(error: WireError, *, retry_after_s: int | None = None) -> bytes:
     body = error.to_json()
     head = [
-        f"HTTP/1.1 {error.error_code} {type(error).__name__}",
+        f"HTTP/1.1 {error.error_code} {http.HTTPStatus(error.error_code).phrase}",
         "content-type: application/json",
         f"content-length: {len(body)}",
         "connection: close",
@@ -69,6 +70,15 @@ TOO_MANY_CONNECTIONS = _raw_response(
     retry_after_s=1,
 )
 HEADERS_TOO_LARGE = _raw_response(HeadersTooLarge())
+
+
+async def _headers_too_large(scope: Any, receive: Any, send: Any) -> None:
+    """The answer to a request whose headers came whole but too large: 431, and the connection closed."""
+    body = HeadersTooLarge().to_json()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]  # fmt: skip
+    await send({"type": "http.response.start", "status": 431, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -106,7 +116,16 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.headers_since = None
-        super().on_headers_complete()
+        # All of the headers may have come in one read: count what the parser gathered.
+        size = len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
+        if size <= self.limits.max_header_bytes:
+            super().on_headers_complete()
+            return
+        app, self.app = self.app, _headers_too_large  # this request only: uvicorn takes the app now
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -310,6 +310,11 @@ class Store(ABC):
     @abstractmethod
     async def _update_webhook_secrets(self, api_key: ApiKey) -> None: ...
 
+    async def check_vault(self) -> None:
+        """Raises VaultError when the stored secrets cannot be read with the server keys given (a
+        process started without the key the database was sealed with): better not to start."""
+        await self.list_keys()
+
     async def reseal_secrets(self) -> int:
         """Writes every key's secrets again under the vault's newest key (rotating the server key,
         or encrypting secrets stored before one was set); returns how many keys."""
@@ -387,6 +392,26 @@ class Store(ABC):
         request: RequestId | None,
         idempotency: IdempotencyClaim | None,
     ) -> Submitted: ...
+
+    async def earlier_submission(
+        self, account: str, request: RequestId | None, idempotency: IdempotencyClaim | None
+    ) -> str | None:
+        """The batch this same request made before (the same signed request, or the same
+        Idempotency-Key with the same fingerprint), if any: what `submit` would answer again."""
+        if request is not None and (batch_id := await self._seen_batch(request)):
+            return batch_id
+        if idempotency is not None:
+            found = await self._idempotent_batch(account, idempotency.key)
+            if found is not None and found[0] == idempotency.fingerprint:
+                return found[1]
+        return None
+
+    @abstractmethod
+    async def _seen_batch(self, request: RequestId) -> str | None: ...
+
+    @abstractmethod
+    async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
+        """(fingerprint, batch id) of an account's Idempotency-Key."""
 
     async def get_batch(self, account: str, batch_id: str) -> Batch | None:
         """The account's batch, or None when it does not exist, is another's, or has expired."""

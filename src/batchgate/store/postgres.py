@@ -304,9 +304,9 @@ class PostgresStore(Store):
         if idempotency is None:
             if await self._pool.fetchval(Q["insert_batch"], *args) is not None:
                 return Submitted(SubmitOutcome.CREATED, batch.id)
-            return Submitted(SubmitOutcome.REPEATED, await self._seen_batch(self._pool, request))
+            return Submitted(SubmitOutcome.REPEATED, await self._seen_batch_in(self._pool, request))
         async with self._pool.acquire() as conn, conn.transaction():
-            if request is not None and (seen := await self._seen_batch(conn, request)):
+            if request is not None and (seen := await self._seen_batch_in(conn, request)):
                 return Submitted(SubmitOutcome.REPEATED, seen)
             claimed = await conn.fetchval(
                 Q["claim_idempotency_key"],
@@ -329,11 +329,20 @@ class PostgresStore(Store):
             return Submitted(SubmitOutcome.CREATED, batch.id)
 
     @staticmethod
-    async def _seen_batch(conn: Any, request: RequestId | None) -> str | None:
+    async def _seen_batch_in(conn: Any, request: RequestId | None) -> str | None:
         if request is None:
             return None
         batch_id: str | None = await conn.fetchval(Q["seen_request"], request.key, request.signature)
         return batch_id
+
+    @wrap_exceptions
+    async def _seen_batch(self, request: RequestId) -> str | None:
+        return await self._seen_batch_in(self._pool, request)
+
+    @wrap_exceptions
+    async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
+        row = await self._pool.fetchrow(Q["idempotency_key"], account, key)
+        return (row[0], row[1]) if row else None
 
     @wrap_exceptions
     async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None:

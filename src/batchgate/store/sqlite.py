@@ -330,6 +330,16 @@ class SQLiteStore(Store):
 
         return await self._write(insert)
 
+    async def _seen_batch(self, request: RequestId) -> str | None:
+        row = await self._read(lambda c: c.execute(Q["seen_request"], _request(request)).fetchone())
+        return row[0] if row else None
+
+    async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
+        row = await self._read(
+            lambda c: c.execute(Q["idempotency_key"], {"account": account, "key": key}).fetchone()
+        )
+        return (row[0], row[1]) if row else None
+
     async def _get_batch(self, account: str, batch_id: str, now: float) -> Batch | None:
         row = await self._read(
             lambda c: c.execute(Q["get_batch"], {"id": batch_id, "account": account, "now": now}).fetchone()
