@@ -53,6 +53,7 @@ class ServeProcess:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    args: list[str] = field(default_factory=list)  # more options of batchgate serve
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,7 +64,7 @@ class ServeProcess:
         env = {**os.environ, "BATCHGATE_CALLBACK_ALLOW": "127.0.0.1", **self.env}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [BATCHGATE, "serve", "--db", self.db, "--port", str(self.port)],
+                [BATCHGATE, "serve", "--db", self.db, "--port", str(self.port), *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

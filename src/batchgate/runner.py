@@ -63,6 +63,7 @@ class Recorder:
         self.on_completed = on_completed
         self.on_cancel_requested = on_cancel_requested
         self.action_of = action_of  # each job's action, as metrics name it
+        self.cancelled_jobs = False  # a job was stopped at the client's request: the batch ends cancelled
         self.done = lease.done
         self.pending: list[Finished] = []
         self.writing: asyncio.Task[None] | None = None
@@ -84,7 +85,10 @@ class Recorder:
         while self.pending:
             finished, self.pending = self.pending, []
             done = self.done + len(finished)
-            recorded = await self.store.record(self.lease, finished, done=done, lease_s=self.lease_s)
+            self.cancelled_jobs |= any(job.outcome is JobOutcome.CANCELLED for job in finished)
+            recorded = await self.store.record(
+                self.lease, finished, done=done, lease_s=self.lease_s, cancelled=self.cancelled_jobs
+            )
             if recorded is Recorded.LOST:
                 raise LeaseLost(self.lease.batch_id)
             events.jobs_finished(self.lease, finished, self.action_of)
@@ -154,7 +158,8 @@ class BatchRun:
         self._woken.set()
 
     def _completed(self) -> None:
-        events.batch_finished(self.lease, BatchStatus.COMPLETE, self.outcomes.values())
+        status = BatchStatus.CANCELLED if self.recorder.cancelled_jobs else BatchStatus.COMPLETE
+        events.batch_finished(self.lease, status, self.outcomes.values())
         if self.lease.callback_url:
             self.on_completed()
 

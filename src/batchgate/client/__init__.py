@@ -20,6 +20,7 @@ from batchgate.protocol.errors import BatchgateError
 from batchgate.protocol.paths import call_uri
 from batchgate.protocol.signing import sign_headers
 
+KEEPALIVE_S = 4.0
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -90,7 +91,10 @@ class AsyncClient:
         `idempotency_key` when retrying a call, for a forwarded namespace's upstream to drop the
         repeat."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            # A pooled connection is dropped before the server's idle timeout (5 s by default)
+            # would close it under a request being sent.
+            connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         uri, body, headers = build_request(self.key, self.secret, namespace, action, params)
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key

@@ -519,16 +519,23 @@ class Store(ABC):
     ) -> list[Lease]: ...
 
     async def record(
-        self, lease: Lease, finished: Sequence[Finished], *, done: int, lease_s: float
+        self,
+        lease: Lease,
+        finished: Sequence[Finished],
+        *,
+        done: int,
+        lease_s: float,
+        cancelled: bool = False,
     ) -> Recorded:
         """Records finished jobs under the lease; `done` is how many of the batch's jobs have then
-        finished, these included.
+        finished, these included; `cancelled` says a job of the batch was cancelled (stopped, at the
+        client's request).
 
-        The record that finishes the batch's last job completes it: its results expire
-        `result_ttl_s` later, and its callback is queued in the same transaction. Any other record
-        renews the lease, and says whether the client has asked to cancel the batch. Nothing is
-        written when the lease was lost (the batch was restarted, or its lease expired and another
-        worker took it)."""
+        The record that finishes the batch's last job finishes the batch, complete, or cancelled if
+        a job was: its results expire `result_ttl_s` later, and its callback is queued in the same
+        transaction. Any other record renews the lease, and says whether the client has asked to
+        cancel the batch. Nothing is written when the lease was lost (the batch was restarted, or
+        its lease expired and another worker took it)."""
         now = self.clock()
         if done < lease.job_count:
             return await self._advance(lease, finished, until=now + lease_s)
@@ -537,7 +544,7 @@ class Store(ABC):
             lease,
             finished,
             cancelled=None,
-            status=BatchStatus.COMPLETE,
+            status=BatchStatus.CANCELLED if cancelled else BatchStatus.COMPLETE,
             now=now,
             expires_at=now + self.result_ttl_s,
             delivery_id=delivery_id,
