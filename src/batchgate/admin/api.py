@@ -59,9 +59,10 @@ class AdminApi:
         )
         more = len(page) > found.limit
         page = page[: found.limit]
+        callbacks = await self.service.callbacks(page)
         return json(
             {
-                "batches": [shapes.batch_summary(batch) for batch in page],
+                "batches": [shapes.batch_summary(batch, callbacks[batch.id]) for batch in page],
                 "nextCursor": cursor(page[-1].created_at, page[-1].id) if more else None,
             }
         )

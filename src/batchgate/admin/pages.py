@@ -22,7 +22,7 @@ from batchgate.admin.render import Pages
 from batchgate.admin.service import AdminError, AdminNotFound, AdminService
 from batchgate.models import BatchStatus, DeliveryStatus
 
-OVERLAP_CHOICES = ((0, "none: stop at once"), (3600, "1 hour"), (86400, "24 hours"), (7 * 86400, "7 days"))
+OVERLAP_CHOICES = ((0, "none"), (3600, "1 hour"), (86400, "24 hours"), (7 * 86400, "7 days"))
 LOGIN_DELAY_S = 0.5  # after a wrong token
 BATCH_CHANGES = {  # action: (title, text, button, danger)
     "cancel": (
@@ -189,6 +189,7 @@ class Console:
             caller,
             "batches",
             batches=page,
+            callbacks=await self.service.callbacks(page),
             filters=filters,
             older=older,
             paged=found.before is not None,

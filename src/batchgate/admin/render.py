@@ -70,6 +70,8 @@ def span(seconds: float | None) -> str:
     if seconds is None:
         return NONE
     seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     whole = int(seconds)

@@ -8,7 +8,7 @@ No HTTP here: the admin listener and the command line both call this.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,11 @@ class AdminService:
             await self.store.attempts(batch_id),
             await self.store.delivery_state(batch_id),
         )
+
+    async def callbacks(self, batches: Sequence[Batch]) -> dict[str, dict[str, Any] | None]:
+        """The callback state of each batch, as `status` reports it (None: no callback URL)."""
+        states = {b.id: await self.store.delivery_state(b.id) for b in batches if b.callback_url}
+        return {b.id: status_of(b, states.get(b.id))["callback"] for b in batches}
 
     async def failed_deliveries(
         self, *, limit: int = 50, before: tuple[float, str] | None = None

@@ -11,7 +11,8 @@ from batchgate.models import ApiKey, Attempt, AuditEntry, Batch, DeliveryView, J
 from batchgate.protocol.timestamps import format_unix
 
 
-def batch_summary(batch: Batch) -> dict[str, Any]:
+def batch_summary(batch: Batch, callback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A batch as listed; `callback` is its callback's state (BatchDetail.status()["callback"])."""
     return {
         "asyncId": batch.id,
         "account": batch.account,
@@ -28,6 +29,7 @@ def batch_summary(batch: Batch) -> dict[str, Any]:
         },
         "concurrency": batch.concurrency,
         "callbackUrl": batch.callback_url,
+        "callback": callback,
         "createdAt": format_unix(batch.created_at),
         "startedAt": format_unix(batch.started_at),
         "completedAt": format_unix(batch.completed_at),
@@ -38,8 +40,7 @@ def batch_summary(batch: Batch) -> dict[str, Any]:
 
 def batch_detail(detail: BatchDetail) -> dict[str, Any]:
     return {
-        **batch_summary(detail.batch),
-        "callback": detail.status()["callback"],
+        **batch_summary(detail.batch, detail.status()["callback"]),
         "jobs": [job(view) for view in detail.jobs],
         "deliveries": [delivery(view, detail.attempts) for view in detail.deliveries],
     }

@@ -82,8 +82,8 @@ const confirmer = {
     const dialog = document.createElement("dialog");
     dialog.className = "confirm";
     dialog.innerHTML =
-      '<form method="dialog"><h2>Are you sure?</h2><p></p><div class="buttons">' +
-      '<button class="btn ghost" value="no">Keep as it is</button>' +
+      '<form method="dialog"><h2></h2><p></p><div class="buttons">' +
+      '<button class="btn ghost" value="no">Go back</button>' +
       '<button class="btn primary" value="yes" data-confirm-yes>Confirm</button></div></form>';
     document.body.append(dialog);
     dialog.addEventListener("close", () => this.closed(dialog.returnValue));
@@ -93,9 +93,10 @@ const confirmer = {
   ask(form) {
     this.dialog = this.dialog || this.build();
     this.form = form;
+    this.dialog.querySelector("h2").textContent = form.dataset.confirmTitle || "Are you sure?";
     this.dialog.querySelector("p").textContent = form.dataset.confirm;
     const yes = this.dialog.querySelector("[data-confirm-yes]");
-    yes.textContent = form.querySelector("button")?.textContent.trim() || "Confirm";
+    yes.textContent = form.dataset.confirmButton || "Confirm";
     yes.className = "btn " + ("danger" in form.dataset ? "danger" : "primary");
     live.paused = true;
     this.dialog.returnValue = "";
