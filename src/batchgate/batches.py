@@ -49,6 +49,7 @@ from batchgate.workflow import InvalidGraph, dependencies
 MAX_JOBS = 200
 MAX_JOB_ID = 100  # characters of a job's "id"
 MAX_IDEMPOTENCY_KEY = 255
+MAX_ASYNC_ID = 255  # characters of an asyncId a client names (batchgate's own have 32)
 LIST_LIMIT, LIST_LIMIT_MAX = 20, 100
 REPOST_WINDOW_S = 3600.0
 
@@ -139,8 +140,8 @@ def _parse_job(index: int, job: Any) -> tuple[str | None, list[str], Any, JobSpe
     if not isinstance(params, dict):
         raise _job_format(f"job {index} 'params' must be an object")
     job_id = job.get("id")
-    if job_id is not None and (not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID):
-        raise _job_format(f"job {index} 'id' must be a string of 1 to {MAX_JOB_ID} characters")
+    if job_id is not None and not _is_name(job_id, MAX_JOB_ID):
+        raise _job_format(f"job {index} 'id' must be a string of 1 to {MAX_JOB_ID} printable characters")
     waits = job.get("dependsOn", [])
     if not isinstance(waits, list) or not all(isinstance(w, str) for w in waits):
         raise _job_format(f"job {index} 'dependsOn' must be an array of job ids")
@@ -158,6 +159,12 @@ def _async_id(params: dict[str, Any]) -> str:
     if not isinstance(value, str):
         raise invalid_param("async", "must be a string")
     return value
+
+
+def _is_name(value: Any, max_length: int) -> bool:
+    """Whether a client's name for something (an asyncId, a job's id) can be one: no control
+    characters, which no name has and PostgreSQL's text cannot hold."""
+    return isinstance(value, str) and 0 < len(value) <= max_length and value.isprintable()
 
 
 def _flag(params: dict[str, Any], name: str) -> bool:
@@ -319,7 +326,8 @@ class Batches:
 
     # reads -----------------------------------------------------------------
     async def _batch(self, account: str, async_id: str, not_found: int = errors.BATCH_NOT_FOUND) -> Batch:
-        batch = await self.store.get_batch(account, async_id)
+        # An id no batch can have (a NUL, say, which PostgreSQL's text cannot even hold) is not asked.
+        batch = await self.store.get_batch(account, async_id) if _is_name(async_id, MAX_ASYNC_ID) else None
         if batch is None:
             raise BadRequest("Could not find batch", specific_code=not_found)
         return batch

@@ -30,8 +30,10 @@ from batchgate.protocol.errors import (
     REFERENCE_UNRESOLVED,
     STOPPED_CANCELLED,
     BatchgateError,
+    InternalError,
     job_error,
 )
+from batchgate.protocol.nesting import MAX_DEPTH, nested_deeper_than
 from batchgate.store import Store
 from batchgate.workflow import Unresolved, references, resolve
 
@@ -249,9 +251,13 @@ class BatchRun:
         params, resolved = job.params, None
         if index in self.refers:
             try:
-                resolved = orjson.dumps(resolve(orjson.loads(job.params), self._responses_by_key())).decode()
+                resolved = self._resolve(job)
             except Unresolved as exc:
                 body = job_error(str(exc), REFERENCE_UNRESOLVED)
+                return Finished(index, body, JobOutcome.FAILED, time.time())
+            except Exception:  # a bug must fail its job, not every worker that takes the batch
+                log.exception("job %s[%d]: its references could not be resolved", self.batch_id, index)
+                body = InternalError("The job's references could not be resolved").to_json()
                 return Finished(index, body, JobOutcome.FAILED, time.time())
             params = resolved
         started = time.perf_counter()
@@ -265,6 +271,13 @@ class BatchRun:
             attempts=reply.attempts,
             resolved_params=resolved,
         )
+
+    def _resolve(self, job: JobSpec) -> str:
+        """The job's params, their references replaced: as deep as a request's may be, at most."""
+        params = resolve(orjson.loads(job.params), self._responses_by_key())
+        if nested_deeper_than(params):
+            raise Unresolved(f"the references make params nested deeper than {MAX_DEPTH} levels")
+        return orjson.dumps(params).decode()
 
     def _dependency_failed(self, index: int, dependency: int) -> Finished:
         name = self._key_of.get(dependency)

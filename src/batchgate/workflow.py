@@ -110,12 +110,14 @@ def resolve(params: Any, responses: Mapping[str, Any]) -> Any:
     if isinstance(params, dict):
         if REF in params:
             ref = _reference(params)
+            where = f"{{'$ref': {ref.job!r}, 'pointer': {ref.pointer!r}}}"
             try:
-                return jsonpointer.resolve_pointer(responses[ref.job], ref.pointer)
+                found = jsonpointer.resolve_pointer(responses[ref.job], ref.pointer)
             except jsonpointer.JsonPointerException as exc:
-                raise Unresolved(
-                    f"{{'$ref': {ref.job!r}, 'pointer': {ref.pointer!r}}} finds nothing: {exc}"
-                ) from None
+                raise Unresolved(f"{where} finds nothing: {exc}") from None
+            if isinstance(found, jsonpointer.EndOfList):  # "-": where an array's next item would go
+                raise Unresolved(f"{where} points past the end of an array")
+            return found
         return {key: resolve(value, responses) for key, value in params.items()}
     if isinstance(params, list):
         return [resolve(value, responses) for value in params]

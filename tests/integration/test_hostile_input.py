@@ -10,10 +10,7 @@ and hostile bodies get past the signature to the checks behind it. Once the exam
 test waits for every batch they submitted to finish (callbacks included) and then holds the whole
 log, the worker's too, to having no error and no traceback.
 
-Inputs known to break the server are kept out of the property tests with `assume` (see
-`known_failure`, each case marked `# KNOWN:`) and reproduced by a small regression test marked
-xfail(strict=True) at the end of this file: when one is fixed, its regression test XPASSes and
-fails the suite, saying to remove the xfail and the `known_failure` case that goes with it.
+What these tests once found is pinned by a small test each at the end of this file.
 
 Callbacks: only 127.0.0.1 (the test's receiver, or a closed port) passes the address guard here;
 every other callbackUrl a test sends is refused without a connection (a private address, or a name
@@ -35,12 +32,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from urllib.parse import parse_qsl, quote
+from typing import Any, cast
+from urllib.parse import quote
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, note
+from hypothesis import HealthCheck, given, note
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -48,6 +45,8 @@ from hypothesis.control import currently_in_test_context
 from batchgate.client import ApiError
 from batchgate.models import ApiKey
 from batchgate.netguard import AddressPolicy, UnsafeAddress
+from batchgate.protocol.errors import BATCH_NOT_FOUND, INCORRECT_JOB_FORMAT, REFERENCE_UNRESOLVED
+from batchgate.protocol.nesting import MAX_DEPTH
 from batchgate.protocol.signing import content_md5, ivvy_headers, signature, string_to_sign
 from batchgate.protocol.timestamps import format_timestamp
 from batchgate.settings import Settings
@@ -420,8 +419,12 @@ def depth(value: Any) -> int:
     return deepest
 
 
-# Any depth to 300, and often right around orjson's limit.
-levels = st.one_of(st.integers(1, 300), st.integers(ORJSON_MAX_DEPTH - 6, ORJSON_MAX_DEPTH + 2))
+# Any depth to 300, and often right around the wire's limit and orjson's.
+levels = st.one_of(
+    st.integers(1, 300),
+    st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2),
+    st.integers(ORJSON_MAX_DEPTH - 6, ORJSON_MAX_DEPTH + 2),
+)
 deep_values = st.builds(nest, json_values, levels, st.sampled_from(["list", "object", "mixed"]))
 hostile_json = st.one_of(json_values, json_values, deep_values, broken_json)
 
@@ -937,66 +940,6 @@ def batch_calls(draw: st.DrawFn, key: ApiKey, async_ids: list[str], real_cursors
     )
 
 
-# KNOWN failures: the inputs the server is known to fail on, kept out of the property tests -----------
-
-
-def walk(value: Any) -> list[Any]:
-    """Every value inside `value`, itself included."""
-    found, stack = [], [value]
-    while stack:
-        item = stack.pop()
-        found.append(item)
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
-
-
-def target_of(call: Call) -> tuple[str, str]:
-    """(namespace, action) of a call to /api/1.0/{namespace}?action={action}, as the server reads them."""
-    path, _, query = call.target.decode("latin-1").partition("?")
-    return path.rsplit("/", 1)[-1], dict(parse_qsl(query)).get("action", "")
-
-
-def known_failure(call: Call) -> str | None:
-    """Which known failure `call` would meet, K1 to K5, each with its xfail regression test below."""
-    namespace, action = target_of(call)
-    try:
-        params = orjson.loads(call.body) if call.body.strip() else {}
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(params, dict):
-        return None
-    if (namespace, action) == ("test", "echo") and depth(params) > ORJSON_MAX_DEPTH:
-        return "K1"  # KNOWN: test.echo answering params nested deeper than orjson writes: 500
-    if namespace != "batch":
-        return None
-    if isinstance(params.get("async"), str) and "\x00" in params["async"]:
-        return "K3"  # KNOWN: on PostgreSQL, a NUL in `async`: 500
-    jobs = params.get("jobs") if action == "run" and isinstance(params.get("jobs"), list) else []
-    if any(isinstance(job, dict) and isinstance(job.get("id"), str) and "\x00" in job["id"] for job in jobs):
-        return "K3"  # KNOWN: on PostgreSQL, a NUL in a job's id: 500 / 24091
-    refs = [node for node in walk(jobs) if isinstance(node, dict) and "$ref" in node]
-    if any(isinstance(ref.get("pointer"), str) and "-" in ref["pointer"].split("/")[1:] for ref in refs):
-        return "K2"  # KNOWN: a reference to the end of an array ("/x/-") crashes the worker, again and again
-    if refs and depth(jobs) > ORJSON_MAX_DEPTH - 60:
-        return "K4"  # KNOWN: params that resolve deeper than orjson writes crash the worker likewise
-    if action == "run" and call.header("Idempotency-Key") is not None and depth(params) > ORJSON_MAX_DEPTH:
-        return "K5"  # KNOWN: an Idempotency-Key on a run nested deeper than orjson writes: 500
-    return None
-
-
-def sender(server: Target) -> Callable[[Call], None]:
-    """Sends each example, but those that would meet a known failure."""
-
-    def send_unless_known(call: Call) -> None:
-        assume(known_failure(call) is None)
-        server.send(call)
-
-    return send_unless_known
-
-
 # The property tests ----------------------------------------------------------------------------------
 
 
@@ -1004,21 +947,21 @@ async def test_hostile_headers_signed_and_unsigned(target: Target) -> None:
     """X-Api-Authorization, Content-MD5, Content-Type, IVVY-Date, Date, Idempotency-Key, X-Api-Version
     and IVVY-* headers of every shape, set, given twice or dropped, on calls signed after the mutation
     (so the checks behind the signature see them) and on calls left unsigned or mis-signed."""
-    await target.explore(mutated_headers(target.key), sender(target), examples=250)
+    await target.explore(mutated_headers(target.key), target.send, examples=250)
     await target.settle()
 
 
 async def test_hostile_paths_and_query_strings(target: Target) -> None:
     """Namespaces, versions and actions of percent-encoded bytes, NUL, unicode and malformed escapes;
     duplicate and odd `action` parameters; URIs up to ~60 kB; every method; signed and unsigned."""
-    await target.explore(odd_paths(target.key), sender(target), examples=200)
+    await target.explore(odd_paths(target.key), target.send, examples=200)
     await target.settle()
 
 
 async def test_hostile_bodies_of_signed_calls(target: Target) -> None:
     """Arbitrary bytes and arbitrary JSON (nesting to 300 levels and past orjson's 1024, huge numbers,
     NaN, strings with NUL or lone surrogates, long strings) as the body of every action, signed."""
-    await target.explore(signed_bodies(target.key), sender(target), examples=250)
+    await target.explore(signed_bodies(target.key), target.send, examples=250)
     await target.settle()
 
 
@@ -1027,7 +970,7 @@ async def test_hostile_batch_runs(target: Target) -> None:
     params deep or full of `$ref` objects with odd pointers, `id` and `dependsOn` of every type,
     `concurrency` and `callbackUrl` of every type, other keys, an Idempotency-Key; the batches it
     accepts run to their end, callbacks included, and the worker must log nothing bad either."""
-    await target.explore(signed_runs(target.key, target.receiver.url), sender(target), examples=150)
+    await target.explore(signed_runs(target.key, target.receiver.url), target.send, examples=150)
     await target.settle()
 
 
@@ -1046,7 +989,7 @@ async def test_hostile_calls_of_the_other_batch_actions(target: Target) -> None:
             await api.wait(async_id, poll_s=0.05, timeout_s=10)
         cursor = (await api.list_batches(limit=1))["nextCursor"]
         calls = batch_calls(target.key, [done, hooked, failed, running, foreign], [cursor])
-        await target.explore(calls, sender(target), examples=200)
+        await target.explore(calls, target.send, examples=200)
         for async_id in (done, hooked, failed, running):  # a restart may have started any of them again
             with contextlib.suppress(ApiError):  # it had finished
                 await api.cancel(async_id)
@@ -1056,13 +999,8 @@ async def test_hostile_calls_of_the_other_batch_actions(target: Target) -> None:
 async def test_hostile_calls_of_the_test_namespace(target: Target) -> None:
     """test.ping, test.echo and test.sleep called directly: `seconds` of every type and spelling (1e999,
     -0, 1e-400, a string, 400 digits), echo of anything, other parameters, odd content types."""
-    await target.explore(direct_test_calls(target.key), sender(target), examples=150)
+    await target.explore(direct_test_calls(target.key), target.send, examples=150)
     await target.settle()
-
-
-def known(reason: str) -> pytest.MarkDecorator:
-    """A known failure: the test fails on an assertion until it is fixed, then XPASSes and fails the suite."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
 
 
 # What uvicorn's HTTP parser refuses before batchgate sees the request --------------------------------
@@ -1084,30 +1022,24 @@ UNPARSEABLE = {
 }
 
 
-async def test_requests_the_http_parser_refuses_are_400_without_a_traceback(target: Target) -> None:
+async def test_requests_the_http_parser_refuses_get_a_wire_error_without_a_traceback(target: Target) -> None:
     for name, request_bytes in UNPARSEABLE.items():
         answer = await asyncio.to_thread(exchange, target.port, request_bytes)
         assert answer.status == 400, (name, answer)
+        check_answer(Call(b""), answer)  # the wire's error body, not uvicorn's text
     assert not target.bad_records(), describe(target.bad_records())
 
 
-# KNOWN (K6): uvicorn answers these itself, with a text/plain body, not a wire error body.
-@known("K6: uvicorn's parser answers 400 text/plain 'Invalid HTTP request received.'")
-async def test_k6_a_request_the_http_parser_refuses_gets_a_wire_error_body(target: Target) -> None:
-    answer = await asyncio.to_thread(exchange, target.port, UNPARSEABLE["non-ascii-in-target"])
-    check_answer(Call(b""), answer)
-
-
-# Regression tests of the known failures: remove the xfail, and the case in known_failure, once fixed --
+# Inputs the server once failed on, found by the tests above ------------------------------------------
 
 
 def deep_lists(levels: int) -> bytes:
     return b"[" * levels + b"]" * levels
 
 
-async def run_to_the_end(server: Target, body: dict[str, Any], timeout_s: float = 5.0) -> None:
+async def run_to_the_end(server: Target, body: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
     """Submits a batch, and holds it to finishing with nothing bad in the log (a worker that crashes on
-    it logs a traceback at once and again each time the lease runs out)."""
+    it logs a traceback at once and again each time the lease runs out); its results."""
     async_id = (await server.asend(signed(server.key, uri("batch", "run"), orjson.dumps(body))))["asyncId"]
     deadline, status = time.monotonic() + timeout_s, {}
     while not server.bad_records() and time.monotonic() < deadline:
@@ -1119,57 +1051,59 @@ async def run_to_the_end(server: Target, body: dict[str, Any], timeout_s: float 
         await asyncio.sleep(0.05)
     assert not server.bad_records(), describe(server.bad_records())
     assert status["status"] == "complete", status
+    results = signed(server.key, uri("batch", "results"), orjson.dumps({"async": async_id}))
+    return cast(dict[str, Any], await server.asend(results))
 
 
-def on_postgres_only(request: pytest.FixtureRequest, db_url: str, reason: str) -> None:
-    if db_url.startswith("postgres"):
-        request.applymarker(known(reason))
+def error_of(answer: Any) -> tuple[int, int | None]:
+    return answer["errorCode"], answer.get("specificCode")
 
 
-@known("K1: test.echo of params nested 255 deep: 500 and a traceback")
-async def test_k1_echo_of_params_nested_past_orjson_s_limit(target: Target) -> None:
-    # POST /api/1.0/test?action=echo, signed, body {"a":[[[...254 levels...]]]} (255 containers)
-    await target.asend(signed(target.key, uri("test", "echo"), b'{"a":' + deep_lists(254) + b"}"))
+async def test_params_nested_deeper_than_the_limit_are_refused(target: Target) -> None:
+    # once: test.echo of 255 levels answered 500, as orjson writes no deeper than 254
+    deep = signed(target.key, uri("test", "echo"), b'{"a":' + deep_lists(MAX_DEPTH) + b"}")
+    assert error_of(await target.asend(deep)) == (400, None)
+    # once: an Idempotency-Key on such a run answered 500 too
+    body = b'{"jobs":[{"namespace":"test","action":"ping"}],"x":' + deep_lists(254) + b"}"
+    run = signed(target.key, uri("batch", "run"), body, ("Idempotency-Key", b"k"))
+    assert error_of(await target.asend(run)) == (400, None)
+    # as deep as the limit is fine
+    body = b'{"a":' + deep_lists(MAX_DEPTH - 1) + b"}"
+    echoed = await target.asend(signed(target.key, uri("test", "echo"), body))
+    assert depth(echoed) >= MAX_DEPTH, echoed  # the params, in echo's answer
 
 
-@known("K2: a reference to /x/- (the end of an array) crashes the worker")
-async def test_k2_a_reference_to_the_end_of_an_array(target: Target) -> None:
-    # jsonpointer resolves "/x/-" to an EndOfList object, which the runner cannot write as JSON
+async def test_a_reference_to_the_end_of_an_array_fails_its_job(target: Target) -> None:
+    # once: jsonpointer's EndOfList for "/x/-" crashed the worker, at every lease
     jobs = [
         {"id": "a", "namespace": "test", "action": "echo", "params": {"x": [1]}},
         {"namespace": "test", "action": "echo", "params": {"v": {"$ref": "a", "pointer": "/x/-"}}},
     ]
-    await run_to_the_end(target, {"jobs": jobs})
+    results = await run_to_the_end(target, {"jobs": jobs})
+    assert error_of(results["results"][1]["response"]) == (461, REFERENCE_UNRESOLVED)
 
 
-async def test_k3_a_nul_in_async(target: Target, request: pytest.FixtureRequest, db_url: str) -> None:
-    on_postgres_only(request, db_url, "K3: PostgreSQL text cannot hold NUL: 500 and a traceback")
-    # POST /api/1.0/batch?action=progress, signed, body {"async":"\u0000"}
-    await target.asend(signed(target.key, uri("batch", "progress"), b'{"async":"\\u0000"}'))
-
-
-async def test_k3_a_nul_in_a_job_id(target: Target, request: pytest.FixtureRequest, db_url: str) -> None:
-    on_postgres_only(request, db_url, "K3: PostgreSQL text cannot hold NUL: 500 / 24091")
-    # POST /api/1.0/batch?action=run, signed,
-    # body {"jobs":[{"namespace":"test","action":"ping","id":"\u0000"}]}
-    body = b'{"jobs":[{"namespace":"test","action":"ping","id":"\\u0000"}]}'
-    await target.asend(signed(target.key, uri("batch", "run"), body))
-
-
-@known("K4: params that resolve deeper than orjson writes crash the worker")
-async def test_k4_a_reference_resolved_past_orjson_s_limit(target: Target) -> None:
-    # job a answers 251 levels; job b puts that answer 6 levels down in its params: 257 in all
-    deep = orjson.loads(deep_lists(250))
+async def test_a_reference_that_resolves_too_deep_fails_its_job(target: Target) -> None:
+    # once: params resolved past orjson's 254 levels crashed the worker, at every lease
+    deep = orjson.loads(deep_lists(MAX_DEPTH - 4))
     jobs = [
         {"id": "a", "namespace": "test", "action": "echo", "params": {"x": deep}},
         {"namespace": "test", "action": "echo", "params": {"v": [[[[[{"$ref": "a"}]]]]]}},
     ]
-    await run_to_the_end(target, {"jobs": jobs})
+    results = await run_to_the_end(target, {"jobs": jobs})
+    assert error_of(results["results"][1]["response"]) == (461, REFERENCE_UNRESOLVED)
 
 
-@known("K5: Idempotency-Key on a run nested 255 deep: 500 and a traceback")
-async def test_k5_an_idempotency_key_on_a_run_nested_past_orjson_s_limit(target: Target) -> None:
-    # POST /api/1.0/batch?action=run, signed, Idempotency-Key: k,
-    # body {"jobs":[{"namespace":"test","action":"ping"}],"x":[[[...254 levels...]]]}
-    body = b'{"jobs":[{"namespace":"test","action":"ping"}],"x":' + deep_lists(254) + b"}"
-    await target.asend(signed(target.key, uri("batch", "run"), body, ("Idempotency-Key", b"k")))
+async def test_a_nul_in_an_async_id_is_not_found(target: Target) -> None:
+    # once, on PostgreSQL, whose text cannot hold NUL: 500
+    progress = signed(target.key, uri("batch", "progress"), b'{"async":"\\u0000"}')
+    assert error_of(await target.asend(progress)) == (400, BATCH_NOT_FOUND)
+
+
+async def test_a_nul_in_a_job_id_is_refused(target: Target) -> None:
+    # once, on PostgreSQL: 500 / 24091
+    body = b'{"jobs":[{"namespace":"test","action":"ping","id":"\\u0000"}]}'
+    assert error_of(await target.asend(signed(target.key, uri("batch", "run"), body))) == (
+        400,
+        INCORRECT_JOB_FORMAT,
+    )

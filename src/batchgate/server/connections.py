@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from batchgate.protocol.errors import SERVER_BUSY, TooManyRequests, WireError
+from batchgate.protocol.errors import SERVER_BUSY, BadRequest, TooManyRequests, WireError
 from batchgate.settings import Settings
 
 SWEEP_S = 0.5  # how often headers that are late are looked for
@@ -70,6 +70,7 @@ TOO_MANY_CONNECTIONS = _raw_response(
     retry_after_s=1,
 )
 HEADERS_TOO_LARGE = _raw_response(HeadersTooLarge())
+NOT_HTTP = _raw_response(BadRequest("The request is not valid HTTP/1.1"))
 
 
 async def _headers_too_large(scope: Any, receive: Any, send: Any) -> None:
@@ -108,6 +109,11 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.header_bytes > self.limits.max_header_bytes:
             self.transport.write(HEADERS_TOO_LARGE)
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """What the HTTP parser refuses is answered with the wire's error body too."""
+        self.transport.write(NOT_HTTP)
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

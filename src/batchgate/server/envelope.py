@@ -27,6 +27,7 @@ from batchgate.protocol.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from batchgate.protocol.nesting import MAX_DEPTH, may_nest_deeper_than, nested_deeper_than
 from batchgate.protocol.signing import (
     AUTH_HEADER,
     MAX_CLOCK_SKEW,
@@ -192,9 +193,12 @@ def parse_params(body: bytes) -> Any:
     if not body.strip():
         return {}
     try:
-        return orjson.loads(body)
+        params = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest("The request body is not valid JSON", additional_messages=[str(exc)]) from exc
+    if may_nest_deeper_than(body) and nested_deeper_than(params):
+        raise BadRequest(f"The request body nests arrays and objects deeper than {MAX_DEPTH} levels")
+    return params
 
 
 async def respond(
