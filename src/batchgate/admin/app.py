@@ -79,7 +79,10 @@ class AdminApp:
             return error_json(exc)
         except Exception:
             log.exception("admin %s %s failed", request.method, request.path)
-            return error_json(InternalError("the admin listener failed: see its log"))
+            failed = InternalError("the admin listener failed: see its log")
+            if _machine(request):
+                return error_json(failed)
+            return self.console.error_page(request, None, failed.error_code, failed.message)
         if caller.set_cookie is not None:
             response.set_cookie(caller.set_cookie)
         return response

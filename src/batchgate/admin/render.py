@@ -15,7 +15,7 @@ from batchgate.admin import chart, static
 
 FOLD_CHARS = 240  # a body longer than this, or of more lines than FOLD_LINES, is folded
 FOLD_LINES = 8
-SHOW_CHARS = 100_000  # past this a body is cut: the admin API has it whole
+SHOW_CHARS = 16_000  # past this a body is cut (a page may hold 400 of them): the admin API has it whole
 NONE = "\u2013"  # an en dash: no value
 UNITS = (("d", 86400, "h", 3600), ("h", 3600, "min", 60), ("min", 60, "s", 1))
 

@@ -4,12 +4,15 @@
 "use strict";
 
 const POLL_MS = 2000;
+const SLOW_POLL_MS = 10000; // for a page too large to fetch every 2 s (a big batch with big bodies)
+const LARGE_PAGE = 1000000;
 
 // Live parts ------------------------------------------------------------------------------------
 // Elements marked data-live-part="name" are re-rendered by the server when the page's own URL is
 // asked for with the header X-Live: 1; a part marked data-live-stop has reached its final state.
 const live = {
   timer: null,
+  interval: POLL_MS,
   busy: false,
   paused: false,
   state: document.querySelector("[data-live-state]"),
@@ -17,10 +20,16 @@ const live = {
   start() {
     if (!document.querySelector("[data-live-part]") || document.querySelector("[data-live-stop]")) return;
     this.show("live");
-    this.timer = setInterval(() => this.refresh(), POLL_MS);
+    this.every(document.documentElement.outerHTML.length > LARGE_PAGE ? SLOW_POLL_MS : POLL_MS);
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden) this.refresh();
     });
+  },
+
+  every(ms) {
+    clearInterval(this.timer);
+    this.interval = ms;
+    this.timer = setInterval(() => this.refresh(), ms);
   },
 
   stop() {
@@ -50,7 +59,10 @@ const live = {
         return;
       }
       if (!answer.ok) throw new Error("HTTP " + answer.status);
-      this.apply(await answer.text());
+      const html = await answer.text();
+      this.apply(html);
+      const wanted = html.length > LARGE_PAGE ? SLOW_POLL_MS : POLL_MS;
+      if (this.timer && wanted !== this.interval) this.every(wanted);
       this.show("live · " + new Date().toLocaleTimeString());
     } catch (error) {
       this.show("not updating", "stale");
