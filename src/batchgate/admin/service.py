@@ -27,14 +27,14 @@ from batchgate.models import (
     Overview,
     WorkerView,
 )
-from batchgate.protocol.errors import NOT_RUN_CANCELLED
+from batchgate.protocol.errors import NOT_RUN_CANCELLED, BatchgateError
 from batchgate.store import Store
 from batchgate.store.base import Change, DeliveryState
 
 ALIVE_WITHIN_S = 90.0  # a worker not heard from for this long is gone (heartbeats come every lease/3)
 
 
-class AdminError(ValueError):
+class AdminError(BatchgateError, ValueError):
     """What an operator asked for cannot be done (a finished batch cancelled, nothing to restart...)."""
 
 

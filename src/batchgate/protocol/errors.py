@@ -18,6 +18,8 @@
      ├── UnsafeAddress                   batchgate.netguard: a callback URL may not be called
      ├── InvalidSignature                batchgate.webhooks: a callback's signature does not verify
      ├── ConfigError (also ValueError)   batchgate.config: batchgate.toml is not valid
+     ├── AdminError (also ValueError)    batchgate.admin: what an operator asked cannot be done
+     │    └── AdminNotFound              what the operator named does not exist
      └── ClientError                     batchgate.client: a call made with the Python client failed
           ├── ApiError                   the server answered with an error body
           └── Unreachable                the server could not be reached
