@@ -17,6 +17,8 @@ from batchgate.store import StoreError
 
 log = logging.getLogger(__name__)
 
+ADMIT_AGAIN_S = 0.05  # a loop that took less than it could looks again this soon
+
 
 def owner_id(role: str) -> str:
     """Names a lease holder: host, process and a random suffix, for the operator reading the table."""
@@ -76,6 +78,10 @@ class ClaimLoop(ABC):
         """Items running that wait on something else and need not count against the capacity."""
         return 0
 
+    def _admit(self, free: int) -> int:
+        """How many of the `free` slots to fill now: all of them, unless the loop says otherwise."""
+        return free
+
     async def _idle_wait_s(self) -> float | None:
         """How long to wait when nothing was claimed; None means there is nothing left to do at all."""
         return None
@@ -85,13 +91,16 @@ class ClaimLoop(ABC):
         while not self._stopping:
             self._wake.clear()
             free = self.capacity - len(self._tasks) + self._parked()
-            started = await self._start(free) if free > 0 else 0
+            admitted = self._admit(free) if free > 0 else 0
+            started = await self._start(admitted) if admitted > 0 else 0
             if started and started == free:
                 continue  # there may be more waiting
             wait_s = self.poll_s if self._tasks else await self._idle_wait_s_safe()
             if until_idle and not self._tasks and wait_s is None:
                 return
             poll_s = self.store_health.poll_s(self.poll_s)
+            if admitted < free and started == admitted:  # held back: look again once the load shows
+                poll_s = min(poll_s, ADMIT_AGAIN_S)
             await self._wait(poll_s if wait_s is None else min(wait_s, poll_s))
 
     async def _idle_wait_s_safe(self) -> float | None:

@@ -52,6 +52,11 @@ STORE_SECONDS = Histogram(
     "How long the store took: SQLite's group commits; each PostgreSQL operation (a write is its commit).",
     ["operation"], buckets=LATENCY, registry=REGISTRY,
 )  # fmt: skip
+LOOP_LAG = Gauge(
+    "batchgate_event_loop_lag_seconds",
+    "How late this process's event loop runs its timers, on average (a worker takes no batch above 0.01).",
+    registry=REGISTRY,
+)  # fmt: skip
 LEASES_HELD = Gauge("batchgate_leases_held", "Batches this worker holds a lease on.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge("batchgate_queue_depth", "Batches queued, not yet taken by a worker.", registry=REGISTRY)
 RUNNING = Gauge("batchgate_batches_running", "Batches a worker is running.", registry=REGISTRY)

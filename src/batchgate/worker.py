@@ -19,6 +19,7 @@ from typing import Any
 
 from batchgate import metrics
 from batchgate.actions import App
+from batchgate.load import LoopLag
 from batchgate.loops import ClaimLoop, owner_id
 from batchgate.models import Lease
 from batchgate.runner import BatchRun, LeaseLost
@@ -46,6 +47,7 @@ class Worker(ClaimLoop):
         self.owner = owner_id("worker")
         self._held: set[str] = set()
         self._runs: dict[str, BatchRun] = {}
+        self.load = LoopLag()
 
     def cancel(self, batch_id: str) -> None:
         """The client asked to cancel a batch: stops it if this worker runs it."""
@@ -57,6 +59,16 @@ class Worker(ClaimLoop):
         """Batches waiting on an upstream that is full do not hold a slot (as many as there are slots,
         so that a slow upstream holds at most half of what this worker runs)."""
         return min(self.capacity, sum(run.parked for run in self._runs.values()))
+
+    def _admit(self, free: int) -> int:
+        """Takes batches in step with what this process can run: while it has room, at most as many
+        again as it runs (one to begin with), and none while it is busy, unless it runs none."""
+        running = len(self._runs) - self._parked()
+        if running <= 0:
+            return 1
+        if self.load.busy or self.app.threads_full:
+            return 0
+        return min(free, running)
 
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
         leases = await self.store.claim_batches(
@@ -98,10 +110,12 @@ class Worker(ClaimLoop):
 
     async def run(self, *, until_idle: bool = False) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
+        self.load.start()
         try:
             await super().run(until_idle=until_idle)
         finally:
             heartbeat.cancel()
+            self.load.stop()
             with contextlib.suppress(StoreError):
                 await self.store.forget_worker(self.owner)
 

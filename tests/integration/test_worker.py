@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from batchgate.actions import ActionContext, App, Reply
 from batchgate.actions.testing import builtin_actions
+from batchgate.load import BUSY_LAG_S, LoopLag
 from batchgate.models import Batch, BatchStatus, Finished, JobOutcome, JobSpec, Lease, Recorded
 from batchgate.protocol.results import results_body
 from batchgate.store import Store
@@ -52,16 +54,85 @@ def jobs(count: int, action: str = "note") -> list[JobSpec]:
 
 async def test_jobs_of_a_batch_run_in_order_and_batches_run_together(store: Store) -> None:
     key = await store.create_key("acme")
-    batches = [await submit(store, key, jobs(30), None) for _ in range(5)]
-    log: list[tuple[str, int]] = []
-    await Worker(store, recording_app(log), max_batches=5).run(until_idle=True)
+    app = recording_app(log := [])
+    entered: set[str] = set()
+    all_in = asyncio.Event()
+
+    @app.action("rec", "meet")
+    async def meet(ctx: ActionContext, **params: Any) -> None:
+        """Waits for a job of every batch: it returns only if the worker runs all five at once."""
+        entered.add(ctx.async_id or "")
+        if len(entered) == 5:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 10)
+
+    batches = [await submit(store, key, [*jobs(1, "meet"), *jobs(30)], None) for _ in range(5)]
+    await Worker(store, app, max_batches=5).run(until_idle=True)
     for batch in batches:
-        assert [index for batch_id, index in log if batch_id == batch.id] == list(range(30))
-    # interleaved: the worker did not run the batches one after another
-    assert [batch_id for batch_id, _ in log[:5]] != [batches[0].id] * 5
-    for batch in batches:
+        assert [index for batch_id, index in log if batch_id == batch.id] == list(range(1, 31))
         done = await store.get_batch("acme", batch.id)
         assert done is not None and done.status is BatchStatus.COMPLETE and done.progress == 100
+        assert (await results_of(store, batch))["results"][0]["response"] is None  # meet returned
+
+
+async def test_a_worker_takes_no_batch_its_action_threads_cannot_run_and_another_worker_does(
+    store: Store,
+) -> None:
+    """Claim what you can run: a worker whose every action thread is taken leaves the queue to
+    others, which then spread it between them, instead of holding what it cannot start."""
+    key = await store.create_key("acme")
+    release = threading.Event()
+    holders: list[str] = []
+
+    def blocking_app() -> App:
+        app = App(threads=1)
+
+        @app.action("cpu", "hold")
+        def hold(ctx: ActionContext) -> None:  # a plain def: it runs in the app's one thread
+            holders.append(ctx.async_id or "")
+            release.wait(10)
+
+        return app
+
+    batches = [await submit(store, key, [JobSpec("cpu", "hold", "{}")], None) for _ in range(3)]
+    apps = [blocking_app(), blocking_app()]
+    for app in apps:
+        await app.startup()
+    first, second = (Worker(store, app, poll_s=0.05) for app in apps)
+    running = [asyncio.create_task(first.run(until_idle=True))]
+    try:
+        await eventually(lambda: len(holders), until=lambda count: count == 1)
+        await asyncio.sleep(0.3)  # six of its admission rounds: it takes nothing more
+        assert len(first._held) == 1
+        running.append(asyncio.create_task(second.run(until_idle=True)))
+        await eventually(lambda: len(holders), until=lambda count: count == 2)
+        await asyncio.sleep(0.3)
+        assert (len(first._held), len(second._held)) == (1, 1)
+        queued = [await store.get_batch("acme", batch.id) for batch in batches]
+        assert [b.status for b in queued if b is not None].count(BatchStatus.QUEUED) == 1
+    finally:
+        release.set()
+        await asyncio.gather(*running)
+        for app in apps:
+            await app.shutdown()
+    for batch in batches:
+        done = await store.get_batch("acme", batch.id)
+        assert done is not None and done.status is BatchStatus.COMPLETE
+
+
+async def test_the_loop_lag_says_busy_while_the_loop_is_blocked_and_not_once_it_is_free() -> None:
+    lag = LoopLag()
+    lag.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert not lag.busy
+        for _ in range(10):  # callbacks that hold the loop, as CPU-bound work does
+            time.sleep(0.03)  # noqa: ASYNC251 (the point: the loop is held)
+            await asyncio.sleep(0)
+        assert lag.busy and lag.lag_s > BUSY_LAG_S
+        await eventually(lambda: lag.busy, until=lambda busy: not busy, timeout_s=5)
+    finally:
+        lag.stop()
 
 
 async def test_a_failing_handler_gives_a_500_response_and_the_batch_carries_on(store: Store) -> None:
@@ -160,9 +231,9 @@ async def test_fast_jobs_share_writes_and_every_response_is_recorded_in_order(
     writes: list[int] = []
     record = store.record
 
-    async def counted(lease: Lease, finished: Sequence[Finished], *, done: int, lease_s: float) -> Recorded:
+    async def counted(lease: Lease, finished: Sequence[Finished], **options: Any) -> Recorded:
         writes.append(len(finished))
-        return await record(lease, finished, done=done, lease_s=lease_s)
+        return await record(lease, finished, **options)
 
     monkeypatch.setattr(store, "record", counted)
     await Worker(store, recording_app([])).run(until_idle=True)
@@ -189,14 +260,12 @@ async def test_a_finished_job_is_saved_while_the_next_one_runs(store: Store) -> 
     record = store.record
     first_write = True
 
-    async def record_slowly(
-        lease: Lease, finished: Sequence[Finished], *, done: int, lease_s: float
-    ) -> Recorded:
+    async def record_slowly(lease: Lease, finished: Sequence[Finished], **options: Any) -> Recorded:
         nonlocal first_write
         if first_write:  # the first write is still in flight when jobs 1 and 2 finish
             first_write = False
             await eventually(lambda: len(log), until=lambda count: count >= 3)
-        return await record(lease, finished, done=done, lease_s=lease_s)
+        return await record(lease, finished, **options)
 
     store.record = record_slowly  # type: ignore[method-assign]
     worker = Worker(store, app)

@@ -25,7 +25,7 @@ import inspect
 import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -132,6 +132,7 @@ class App:
         self._read_only_mounted: set[tuple[str, str]] = set()
         self._busy: dict[str, Callable[[], bool]] = {}  # forwarded namespace -> is its upstream full?
         self._thread_pool: ThreadPoolExecutor | None = None
+        self._in_threads: set[Future[Any]] = set()
         self._process_pool: pebble.ProcessPool | None = None
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
@@ -344,8 +345,16 @@ class App:
                 future.cancel()  # type: ignore[no-untyped-call]
         if self._thread_pool is None:
             raise RuntimeError("the app was not started")
-        call = functools.partial(action.handler, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._thread_pool, call)
+        in_thread = self._thread_pool.submit(functools.partial(action.handler, **kwargs))
+        # Counted until the thread returns, which may be after a timeout gave up waiting for it.
+        self._in_threads.add(in_thread)
+        in_thread.add_done_callback(self._in_threads.discard)
+        return await asyncio.wrap_future(in_thread)
+
+    @property
+    def threads_full(self) -> bool:
+        """Whether every action thread is taken: another sync action would wait for one."""
+        return len(self._in_threads) >= self.threads
 
 
 def _as_text(params: dict[str, Any] | str) -> str:
