@@ -30,6 +30,7 @@ def batch_accepted(async_id: str, account: str, *, jobs: int, concurrency: int) 
 
 
 def batch_started(lease: Lease) -> None:
+    _batches("started", lease.account).inc()
     log.info(
         "batch started",
         extra={
@@ -56,7 +57,7 @@ def jobs_finished(lease: Lease, finished: Iterable[Finished], action_of: dict[in
     """Counts finished jobs and their durations; a failed one is also a log line, with its codes."""
     account = metrics.AccountLabel.of(lease.account)
     for job in finished:
-        _jobs(job.outcome.value, account).inc()
+        _jobs(job.outcome.value, action_of.get(job.index, metrics.OTHER), account).inc()
         _job_seconds(action_of.get(job.index, metrics.OTHER)).observe(job.duration_ms / 1000)
         if job.outcome is JobOutcome.FAILED:
             _job_failed(lease, job, action_of.get(job.index, metrics.OTHER))
@@ -79,6 +80,7 @@ def delivery_attempted(delivery: Delivery, attempt: Attempt, *, next_in_s: float
     delivered = attempt.status_code is not None and 200 <= attempt.status_code < 300
     outcome = "delivered" if delivered else "gone" if gone else "failed"
     metrics.DELIVERY_ATTEMPTS.labels(outcome).inc()
+    metrics.DELIVERY_SECONDS.observe(attempt.duration_ms / 1000)
     if delivered:
         if delivery.batch_created_at is not None:
             metrics.SUBMIT_TO_CALLBACK.observe(max(0.0, attempt.at - delivery.batch_created_at))
@@ -113,8 +115,8 @@ def _batches(event: str, account: str) -> Counter:
 
 
 @cache
-def _jobs(outcome: str, account: str) -> Counter:
-    return metrics.JOBS.labels(outcome, metrics.AccountLabel.of(account))
+def _jobs(outcome: str, action: str, account: str) -> Counter:
+    return metrics.JOBS.labels(outcome, action, metrics.AccountLabel.of(account))
 
 
 @cache

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from typing import Any
 
+from batchgate import metrics
 from batchgate.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class StoreHealth:
 
     def failed(self, exc: StoreError) -> None:
         self.failures += 1
+        metrics.STORE_ERRORS.labels(self.name).inc()
         if str(exc) != self.failure:
             self.failure = str(exc)
             log.error("%s cannot use the store (%s); it will keep trying", self.name, exc)

@@ -9,19 +9,36 @@ read from the store by the admin listener before each scrape, so every process r
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from batchgate import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The process's CPU, memory and open files, and the Python it runs on, as every exporter has them.
+REGISTRY.register(PROCESS_COLLECTOR)
+REGISTRY.register(PLATFORM_COLLECTOR)
+Info("batchgate_build", "The batchgate version this process runs.", registry=REGISTRY).info(
+    {"version": __version__}
+)
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LONG = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400)
 
 BATCHES = Counter(
-    "batchgate_batches", "Batches by what happened to them: submitted, complete, cancelled.",
+    "batchgate_batches", "Batches by what happened to them: submitted, started, complete, cancelled.",
     ["event", "account"], registry=REGISTRY,
 )  # fmt: skip
 JOBS = Counter(
-    "batchgate_jobs", "Jobs finished, by outcome (succeeded, failed, cancelled).",
-    ["outcome", "account"], registry=REGISTRY,
+    "batchgate_jobs", "Jobs finished, by outcome (succeeded, failed, cancelled) and action.",
+    ["outcome", "action", "account"], registry=REGISTRY,
 )  # fmt: skip
 JOB_SECONDS = Histogram(
     "batchgate_job_duration_seconds", "How long a job ran, by action.", ["action"],
@@ -32,8 +49,12 @@ SUBMIT_TO_CALLBACK = Histogram(
     buckets=LONG, registry=REGISTRY,
 )  # fmt: skip
 DELIVERY_ATTEMPTS = Counter(
-    "batchgate_delivery_attempts", "Callback attempts, by outcome: delivered, failed, refused, gone.",
+    "batchgate_delivery_attempts", "Callback attempts, by outcome: delivered, failed, gone (answered 410).",
     ["outcome"], registry=REGISTRY,
+)  # fmt: skip
+DELIVERY_SECONDS = Histogram(
+    "batchgate_delivery_attempt_duration_seconds", "How long a callback attempt took, answered or not.",
+    buckets=LATENCY, registry=REGISTRY,
 )  # fmt: skip
 DESTINATIONS_BACKED_OFF = Gauge(
     "batchgate_destinations_backed_off", "Callback destinations this process has backed off.",
@@ -55,6 +76,10 @@ STORE_SECONDS = Histogram(
 LOOP_LAG = Gauge(
     "batchgate_event_loop_lag_seconds",
     "How late this process's event loop runs its timers, on average (a worker takes no batch above 0.01).",
+    registry=REGISTRY,
+)  # fmt: skip
+STORE_ERRORS = Counter(
+    "batchgate_store_errors", "Times a loop of this process could not use the store, by loop.", ["loop"],
     registry=REGISTRY,
 )  # fmt: skip
 LEASES_HELD = Gauge("batchgate_leases_held", "Batches this worker holds a lease on.", registry=REGISTRY)

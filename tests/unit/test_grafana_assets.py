@@ -54,7 +54,7 @@ ON_THE_DASHBOARD = {
     "batchgate_workers_alive",
 }  # fmt: skip
 
-METRIC = re.compile(r"\b(batchgate_[a-z0-9_]+|up)\b(?!\s*\()")
+METRIC = re.compile(r"\b((?:batchgate|process|python)_[a-z0-9_]+|up)\b(?!\s*\()")
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
 GROUPING = re.compile(r"\b(by|without|on|ignoring)\s*\(([^)]*)\)")
 STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -307,7 +307,7 @@ def test_promtool_accepts_the_rules() -> None:
         ("batchgate_jobs", "not a series"),  # a counter's family name is not a series
         ('sum(rate(batchgate_jobs_total{status="failed"}[5m]))', "no label 'status'"),
         ('sum(rate(batchgate_jobs_total{outcome="error"}[5m]))', "outcome is one of"),
-        ("sum by (action) (rate(batchgate_jobs_total[5m]))", "which has no ['action']"),
+        ("sum by (webhook) (rate(batchgate_jobs_total[5m]))", "which has no ['webhook']"),
         ("sum(rate(batchgate_delivery_attempts_total[5m])) by (status)", "which has no ['status']"),
         ("sum(batchgate_http_requests_total)", "is a counter"),
         ("rate(batchgate_queue_depth[5m])", "is a gauge"),
