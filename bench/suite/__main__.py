@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import logging
 import secrets
 import shutil
@@ -114,16 +113,6 @@ def notes(gateway_config: bool, skipped: dict[str, str]) -> list[str]:
             "`batchgate serve --config` (gateway mode) is not in this batchgate yet: http jobs are forwarded "
             "by a Python action on one shared aiohttp session (bench/suite/actions.py)."
         )
-    try:
-        from batchgate import cli
-
-        if "uvloop" not in inspect.getsource(cli.worker.callback):  # type: ignore[arg-type]
-            found.append(
-                "`batchgate worker` (BG-P's worker processes) runs on asyncio's default event loop, not "
-                "uvloop; `batchgate serve` and every other process here use uvloop."
-            )
-    except (ImportError, OSError, TypeError):
-        pass
     if not Sampler.available():
         found.append("psutil is not installed: no memory or CPU figures (pip install -e '.[bench]').")
     for system_id, reason in skipped.items():
