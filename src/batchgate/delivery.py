@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from batchgate import events, metrics, webhooks
+from batchgate import events, metrics, tracing, webhooks
 from batchgate.destinations import Destinations, destination_of
 from batchgate.loops import ClaimLoop
 from batchgate.models import Attempt, Delivery, DeliveryStatus
@@ -133,6 +133,7 @@ class Deliverer(ClaimLoop):
         final = DeliveryStatus.GONE if status == 410 else DeliveryStatus.FAILED
         await self.store.finish_attempt(delivery, attempt, delay, final)
 
+    @tracing.callback_attempt
     async def _post(self, delivery: Delivery, body: bytes) -> tuple[int | None, str | None, float | None]:
         """(status, error, Retry-After seconds) of one POST; redirects are answers, not followed."""
         if self._session is None:
@@ -142,6 +143,7 @@ class Deliverer(ClaimLoop):
             "User-Agent": USER_AGENT,
             **webhooks.sign(delivery.secrets, delivery.id, body),
         }
+        tracing.inject(headers)
         try:
             self.policy.check_url(delivery.url)  # IP literals: aiohttp dials them without resolving
             async with self._session.post(

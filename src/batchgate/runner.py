@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from batchgate import events
+from batchgate import events, tracing
 from batchgate.actions import ActionContext, App
 from batchgate.models import BatchStatus, Finished, JobOutcome, JobSpec, Lease, Recorded
 from batchgate.protocol.errors import (
@@ -165,6 +165,7 @@ class BatchRun:
         if self.lease.callback_url:
             self.on_completed()
 
+    @tracing.batch_run
     async def run(self) -> None:
         events.batch_started(self.lease)
         if self.lease.cancel_requested:
@@ -244,6 +245,7 @@ class BatchRun:
         self.recorder.add(finished)
 
     # one job -----------------------------------------------------------------
+    @tracing.job
     async def _run_job(self, index: int, job: JobSpec) -> Finished:
         ctx = ActionContext(
             account=self.lease.account, async_id=self.batch_id, job_index=index, run=self.lease.run

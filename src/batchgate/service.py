@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from batchgate import metrics
+from batchgate import metrics, tracing
 from batchgate.actions import App
 from batchgate.actions.testing import builtin_actions
 from batchgate.admin.service import AdminService
@@ -103,6 +103,8 @@ class Service:
         return cls(settings, actions, store, batches, admin, worker, deliverer)
 
     async def start(self) -> None:
+        if self.settings.otel:
+            tracing.setup()
         await self.store.open()
         await self.store.check_vault()
         await self.app.startup()
@@ -126,6 +128,8 @@ class Service:
             await self.deliverer.close()
         await self.app.shutdown()
         await self.store.close()
+        if self.settings.otel:
+            tracing.stop()  # the spans of the last batches and callbacks exported
 
     async def _purge_periodically(self) -> None:
         while True:

@@ -36,6 +36,7 @@ class Settings:
     # the operator's view
     admin_token: str = ""  # needed by the admin listener (bearer token, or a login to the console)
     metrics_accounts: bool = False  # label batch and job metrics with the account (unbounded)
+    otel: bool = False  # tracing with OpenTelemetry, set up from the OTEL_* variables (batchgate.tracing)
     # what each account may do
     rate_limit: float = 1000.0  # requests per second per account, per API process; 0: no limit
     max_open_batches: int = 10_000  # batches not yet finished

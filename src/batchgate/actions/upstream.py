@@ -32,6 +32,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from batchgate import tracing
 from batchgate.actions.registry import ActionContext, Reply
 from batchgate.protocol.errors import FailedRequest
 from batchgate.protocol.paths import call_uri
@@ -162,6 +163,7 @@ class Upstream:
             idempotency_key=ctx.idempotency_key or uuid.uuid4().hex,
         )
 
+    @tracing.upstream_attempt
     async def _attempt(self, call: Call) -> Attempt:
         if self._session is None:
             raise RuntimeError(f"upstream {self.config.name} is not open (the app was not started)")
@@ -172,6 +174,7 @@ class Upstream:
                 key=self.config.key, secret=self.config.secret, uri=call.uri, body=call.body
             )
             headers[IDEMPOTENCY_HEADER] = call.idempotency_key
+            tracing.inject(headers)
             try:
                 async with self._session.post(
                     call.url, data=call.body, headers=headers, allow_redirects=False

@@ -61,6 +61,17 @@ def _server_keys(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def _tracing(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        from batchgate import tracing
+
+        try:
+            tracing.check()
+        except tracing.TracingError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
+
+
 def _schedule(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
     try:
         return parse_schedule(value)
@@ -281,6 +292,12 @@ ADMIN_OPTIONS = option_group(
         "--metrics-accounts/--no-metrics-accounts",
         default=False,
         help="Label batch and job metrics with the account (their number is unbounded).",
+    ),
+    env_option(
+        "--otel/--no-otel",
+        default=False,
+        callback=_tracing,
+        help="Trace with OpenTelemetry (the otel extra), exporting as the OTEL_* variables say.",
     ),
 )
 APP_OPTIONS = option_group(

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from prometheus_client import Counter, Histogram
 
-from batchgate import metrics
+from batchgate import metrics, tracing
 from batchgate.actions import ActionContext, App, Reply
 from batchgate.batches import Caller, replayed
 from batchgate.protocol.errors import (
@@ -147,7 +147,8 @@ class Api:
             request_id = RequestId(auth.api_key.key, auth.signature, auth.replayable_until)
             if namespace == "batch":
                 caller = Caller(auth.api_key, request_id, request.headers.get("idempotency-key"))
-                return await self.service.batches.handle(caller, action, params)
+                handle = self.service.batches.handle
+                return await tracing.batch_call(handle, caller, action, params, request.headers)
             return await self._direct(auth, request, request_id, namespace, action, params)
 
     async def _direct(
