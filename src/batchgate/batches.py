@@ -437,18 +437,23 @@ def replayed() -> Unauthorized:
 # wire shapes -------------------------------------------------------------------
 
 
+def counts_of(batch: Batch) -> dict[str, int]:
+    """A batch's jobs by outcome, as `status` counts them."""
+    return {
+        "total": batch.job_count,
+        "succeeded": batch.succeeded_count,
+        "failed": batch.failed_count,
+        "cancelled": batch.cancelled_count,
+        "pending": batch.pending_count,
+    }
+
+
 def status_of(batch: Batch, delivery: DeliveryState | None) -> dict[str, Any]:
     """The `status` answer of a batch, and each entry of `list`."""
     return {
         "asyncId": batch.id,
         "status": batch.status.value,
-        "counts": {
-            "total": batch.job_count,
-            "succeeded": batch.succeeded_count,
-            "failed": batch.failed_count,
-            "cancelled": batch.cancelled_count,
-            "pending": batch.pending_count,
-        },
+        "counts": counts_of(batch),
         "concurrency": batch.concurrency,
         "createdAt": format_unix(batch.created_at),
         "startedAt": format_unix(batch.started_at),

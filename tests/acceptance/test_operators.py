@@ -61,14 +61,17 @@ async def test_the_batches_and_deliveries_commands_show_and_change_every_account
             assert all(entry["account"] == "acme" for entry in listed)
             detail = shown("batches", "show", done)
             assert detail["jobs"][0]["response"] == {"n": 1} and detail["jobs"][0]["status"] == "succeeded"
-            assert [a["status"] for a in detail["attempts"]] == [500, 500]
+            [delivery] = detail["deliveries"]  # in the admin API's shape
+            assert [a["httpStatus"] for a in delivery["tries"]] == [500, 500]
+            text = batchgate("batches", "show", done, "--db", sqlite_url).stdout
+            assert f"callback {delivery['id']}" in text and "attempt 2 at" in text
 
             failed = await eventually(lambda: shown("deliveries", "list", "--failed"), until=lambda f: f)
             assert [d["asyncId"] for d in failed] == [done]
-            redriven = batchgate("deliveries", "redrive", failed[0]["webhookId"], "--db", sqlite_url)
+            redriven = batchgate("deliveries", "redrive", failed[0]["id"], "--db", sqlite_url)
             assert "sending 1 deliveries again" in redriven.stdout
             [accepted] = [c for c in await recv.wait_for("/refuses", 3) if c.status == 200]
-            assert accepted.headers["webhook-id"] == failed[0]["webhookId"]  # the same delivery, again
+            assert accepted.headers["webhook-id"] == failed[0]["id"]  # the same delivery, again
 
             cancelled = batchgate("batches", "cancel", sleeping, "--db", sqlite_url).stdout
             assert cancelled == f"asked {sleeping}'s worker to cancel it\n"  # its worker runs it

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from batchgate.admin.service import BatchDetail, System, json_of
+from batchgate.batches import counts_of
 from batchgate.models import ApiKey, Attempt, AuditEntry, Batch, DeliveryView, JobView, WorkerView
 from batchgate.protocol.timestamps import format_unix
 
@@ -20,13 +21,7 @@ def batch_summary(batch: Batch, callback: dict[str, Any] | None = None) -> dict[
         "status": batch.status.value,
         "progress": batch.progress,
         "run": batch.run,
-        "counts": {
-            "total": batch.job_count,
-            "succeeded": batch.succeeded_count,
-            "failed": batch.failed_count,
-            "cancelled": batch.cancelled_count,
-            "pending": batch.pending_count,
-        },
+        "counts": counts_of(batch),
         "concurrency": batch.concurrency,
         "callbackUrl": batch.callback_url,
         "callback": callback,

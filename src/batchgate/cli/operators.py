@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
-from batchgate.admin.service import AdminError, AdminService, json_of
-from batchgate.batches import status_of
+from batchgate.admin import shapes
+from batchgate.admin.service import AdminError, AdminService
 from batchgate.cli.options import db_option, server_key_option
 from batchgate.cli.root import main
 from batchgate.cli.stores import echo_json, with_store
@@ -76,14 +76,10 @@ def batches_list(
         ),
     )
     if as_json:
-        echo_json([_status(batch) for batch in found])
+        echo_json([shapes.batch_summary(batch) for batch in found])
         return
     for batch in found:
         click.echo(_batch_row(batch))
-
-
-def _status(batch: Batch) -> dict[str, Any]:
-    return {**status_of(batch, None), "account": batch.account}
 
 
 @batches.command("show")
@@ -94,41 +90,20 @@ def _status(batch: Batch) -> dict[str, Any]:
 def batches_show(async_id: str, db: str, server_key: str, as_json: bool) -> None:
     """Shows one batch: its status, every job, every callback delivery and attempt."""
     detail = _admin(db, server_key, lambda admin: admin.batch(async_id))
-    attempts = [
-        {"delivery": a.delivery_id, "number": a.number, "at": _when(a.at), "status": a.status_code,
-         "error": a.error, "duration_ms": round(a.duration_ms, 1)}
-        for a in detail.attempts
-    ]  # fmt: skip
-    jobs = [
-        {"index": job.index, "id": job.key, "namespace": job.namespace, "action": job.action,
-         "status": job.outcome.value if job.outcome else "pending", "dependsOn": list(job.depends_on),
-         "durationMs": job.duration_ms, "attempts": job.attempts, "request": json_of(job.request),
-         "response": json_of(job.response)}
-        for job in detail.jobs
-    ]  # fmt: skip
-    shown = {
-        **detail.status(),
-        "account": detail.batch.account,
-        "callbackUrl": detail.batch.callback_url,
-        "jobs": jobs,
-        "deliveries": [_delivery(d) for d in detail.deliveries],
-        "attempts": attempts,
-    }
+    shown = shapes.batch_detail(detail)  # the admin API's shape
     if as_json:
         echo_json(shown)
         return
     click.echo(_batch_row(detail.batch))
-    for job in jobs:
+    for job in shown["jobs"]:
         click.echo(f"  job {job['index']:>3}  {job['status']:<9}  {job['namespace']}.{job['action']}"
                    f"  {job['durationMs'] or 0:.1f} ms")  # fmt: skip
-    for delivery in detail.deliveries:
-        click.echo(
-            f"  callback {delivery.id}  {delivery.status.value}  {delivery.attempts} attempts  {delivery.url}"
-        )
-    for attempt in attempts:
-        click.echo(
-            f"    attempt {attempt['number']} at {attempt['at']}: {attempt['status'] or attempt['error']}"
-        )
+    for delivery in shown["deliveries"]:
+        click.echo(f"  callback {delivery['id']}  {delivery['status']}  {delivery['attempts']} attempts"
+                   f"  {delivery['url']}")  # fmt: skip
+        for attempt in delivery["tries"]:
+            click.echo(f"    attempt {attempt['number']} at {attempt['at']}: "
+                       f"{attempt['httpStatus'] or attempt['error']}")  # fmt: skip
 
 
 def _change(verb: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -173,19 +148,6 @@ def deliveries() -> None:
     """Callback deliveries: list them, and send the failed ones again."""
 
 
-def _delivery(delivery: DeliveryView) -> dict[str, Any]:
-    return {
-        "webhookId": delivery.id,
-        "asyncId": delivery.batch_id,
-        "account": delivery.account,
-        "url": delivery.url,
-        "state": delivery.status.value,
-        "attempts": delivery.attempts,
-        "createdAt": _when(delivery.created_at),
-        "nextAttemptAt": _when(delivery.next_at) if delivery.status.value == "pending" else None,
-    }
-
-
 @deliveries.command("list")
 @click.option("--failed", is_flag=True, help="Only those whose tries ran out or that were refused (410).")
 @click.option("--batch", "async_id", help="Every delivery of this batch.")
@@ -205,14 +167,12 @@ def deliveries_list(
             return (await admin.batch(async_id)).deliveries
         return await admin.failed_deliveries(limit=limit)
 
-    shown = [_delivery(d) for d in _admin(db, server_key, found)]
+    shown = [shapes.delivery(d) for d in _admin(db, server_key, found)]
     if as_json:
         echo_json(shown)
         return
     for d in shown:
-        click.echo(
-            f"{d['webhookId']}  {d['state']:<10}  {d['attempts']:>2} attempts  {d['asyncId']}  {d['url']}"
-        )
+        click.echo(f"{d['id']}  {d['status']:<10}  {d['attempts']:>2} attempts  {d['asyncId']}  {d['url']}")
 
 
 @deliveries.command("redrive")
