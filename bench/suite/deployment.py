@@ -199,5 +199,6 @@ class Deployment(BatchgateSystem):
             app=self.app,
             cpu_quota_pct={role: self.quotas.of(role) for role in roles} if self.cgroups else None,
         )
-        found.pop("max_batches_per_worker", None)
+        for name in ("max_batches_per_worker", "run_options", "features"):  # bench/run's systems only
+            found.pop(name, None)
         return found

@@ -15,7 +15,7 @@ from typing import Any
 
 KIND_ORDER = ("noop", "io10", "http")
 ALL_SYSTEMS = (
-    "BG-S", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T", "ARQ-TF",
+    "BG-S", "BG-SC", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T", "ARQ-TF",
     "SAQ-D", "SAQ-T", "PRO-D", "PRO-T",
 )  # fmt: skip
 
@@ -58,17 +58,22 @@ class Plan:
     shapes: dict[str, list[str]] = field(
         default_factory=lambda: {
             "noop": ["burst", "paced@1", "paced@2", "paced@5", "solo", "run"],
-            # io10 solo is left out: on batchgate it is 200 x 10 ms by design (jobs in order)
-            "io10": ["burst"],
+            # io10 solo: BG-S (and BG-P) run a batch's jobs in order, 200 x 10 ms by design; BG-SC
+            # asks for "concurrency": 50 and shows the concurrent case beside it
+            "io10": ["burst", "solo"],
             "http": ["burst", "solo"],
         }
     )
-    # To keep the full run under two hours, the systems batchgate is not compared with run fewer
-    # cells (None: every cell): the alternatives at their defaults (-D) the noop burst and solo
-    # (arq's defaults alone would take 8 minutes per io10 burst), the -TF ones (Redis with
-    # appendfsync always) where durability shows: noop burst and solo.
+    # To keep the full run's length reasonable, some systems run fewer cells (None: every cell):
+    # the alternatives at their defaults (-D) the noop burst and solo (arq's defaults alone would
+    # take 8 minutes per io10 burst), the -TF ones (Redis with appendfsync always) where
+    # durability shows: noop burst and solo; BG-SC (batchgate with "concurrency": 50) where
+    # concurrency shows: io10 and http, and the noop burst (not the paced cells, nor `run`).
     defaults_shapes: list[str] | None = field(default_factory=lambda: ["noop burst", "noop solo"])
     durable_shapes: list[str] | None = field(default_factory=lambda: ["noop burst", "noop solo"])
+    concurrent_shapes: list[str] | None = field(
+        default_factory=lambda: ["noop burst", "io10 burst", "io10 solo", "http burst", "http solo"]
+    )
     batches: int = 50
     jobs_per_batch: int = 200
     solo_batches: int = 30
@@ -90,7 +95,11 @@ class Plan:
             return cls(
                 mode="quick",
                 systems=[s for s in ALL_SYSTEMS if not s.endswith("F")],
-                shapes={"noop": ["burst", "solo", "paced@5", "run"], "io10": ["burst"], "http": ["burst"]},
+                shapes={
+                    "noop": ["burst", "solo", "paced@5", "run"],
+                    "io10": ["burst", "solo"],
+                    "http": ["burst"],
+                },
                 batches=10,
                 solo_batches=5,
                 run_calls=500,
@@ -140,11 +149,12 @@ class Plan:
         return found
 
     def _applies(self, system: str, kind: str, shape: str) -> bool:
-        if shape == "run":
-            return system.startswith("BG")
         only = self.durable_shapes if system.endswith("F") else None
         only = self.defaults_shapes if system.endswith("-D") else only
-        return only is None or f"{kind} {shape}" in only
+        only = self.concurrent_shapes if system == "BG-SC" else only
+        if only is not None and f"{kind} {shape}" not in only:
+            return False
+        return shape != "run" or system.startswith("BG")
 
     def callback_timeout_s(self, jobs: int) -> float:
         """Generous: the slowest system at its defaults (arq: ~20 io10 jobs/s) must finish, or

@@ -2,7 +2,8 @@
 
 For each cell: one uncounted warm-up batch (it also proves the workers are up), then the shape
 with the sampler running, then the wait for every callback, a short linger for late duplicates,
-and the gate over exactly what the receiver recorded meanwhile.
+the gate over exactly what the receiver recorded meanwhile, and, once the measurement is over,
+one scrape of the system's own metrics where it has them (batchgate's /metrics).
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ class Runner:
         plan, receiver = self.plan, self.receiver
         record = self._base(cell)
         batches = plan.solo_batches if cell.shape.name == "solo" else plan.batches
-        workload = self.workloads[cell.kind].for_cell(f"{len(self.results)}", range(batches))
+        workload = self.workloads[cell.kind].for_cell(
+            f"{len(self.results)}", range(batches), system.run_options
+        )
         gen = loadgen.LoadGen(
             system.url,
             system.key,
@@ -136,11 +139,12 @@ class Runner:
             await self._warm_up(system, gen, workload)
             groups = {"service": system.service_group(), **await system.infra_groups(self.env)}
             sampler = Sampler(groups)
+            calls = range(plan.run_calls if cell.shape.name == "run" else 0)
+            bodies = [run_call_body(call, system.run_options) for call in calls]  # before timing
             mark = receiver.mark()
             sampler.start()
             started = time.perf_counter()
             if cell.shape.name == "run":
-                bodies = [run_call_body(call) for call in range(plan.run_calls)]
                 submits = await loadgen.run_calls(gen, plan.run_calls, bodies.__getitem__)
                 resources = sampler.stop()
                 metrics = call_metrics(submits)
@@ -168,6 +172,11 @@ class Runner:
             await gen.close()
         record.update(metrics=metrics, resources=resources, gate=verdict.to_json(), error=None)
         record["cpu_s_per_10k_jobs"] = _cpu_per_10k(resources, jobs)
+        if system.run_options:
+            record["run_options"] = system.run_options
+        scraped = await system.scrape()  # after the measurement: it times nothing
+        if scraped is not None:
+            record["service_metrics"] = scraped
         return record
 
     async def _await_callbacks(self, system: System, ids: set[str], timeout_s: float) -> None:

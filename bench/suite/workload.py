@@ -2,7 +2,9 @@
 
 A batch is `jobs_per_batch` jobs whose params are `{"b": batch, "j": job}`, so every job of a run
 is unique and the gate can tell which one a result belongs to. Batch -1 is the uncounted warm-up.
-Bodies are encoded once per harness run and reused for every system and repetition.
+Bodies are encoded once per cell, before its timing starts. A system may add fields of its own to
+the end of its `run` bodies (its `run_options`: BG-SC's `"concurrency": 50`); every other byte is
+the same for every system.
 """
 
 from __future__ import annotations
@@ -35,17 +37,20 @@ class Workload:
     kind: str
     jobs_per_batch: int
     callback_url: str
+    run_options: dict[str, Any] = field(default_factory=dict)  # extra fields at the end of each body
     _bodies: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     def jobs(self, batch: int) -> list[dict[str, Any]]:
         return [job(self.kind, batch, j) for j in range(self.jobs_per_batch)]
 
-    def for_cell(self, tag: str, batches: range) -> Workload:
-        """The same batches, their callback URL tagged for one cell, bodies encoded before timing starts.
+    def for_cell(self, tag: str, batches: range, run_options: dict[str, Any] | None = None) -> Workload:
+        """The same batches, their callback URL tagged for one cell and the system's `run_options`
+        added after the callback URL, bodies encoded before timing starts.
 
         batchgate runs a signed request that changes state once: byte-identical `run` calls signed in
         the same second (the same batch in two cells, say) would answer the first batch's asyncId."""
-        tagged = Workload(self.kind, self.jobs_per_batch, f"{self.callback_url}?cell={tag}")
+        url = f"{self.callback_url}?cell={tag}"
+        tagged = Workload(self.kind, self.jobs_per_batch, url, dict(run_options or {}))
         for batch in [WARMUP, *batches]:
             tagged.body(batch)
         return tagged
@@ -54,12 +59,14 @@ class Workload:
         """The `batch.run` body of batch `batch` (encoded once)."""
         found = self._bodies.get(batch)
         if found is None:
-            found = orjson.dumps({"jobs": self.jobs(batch), "callbackUrl": self.callback_url})
+            body = {"jobs": self.jobs(batch), "callbackUrl": self.callback_url, **self.run_options}
+            found = orjson.dumps(body)
             self._bodies[batch] = found
         return found
 
 
-def run_call_body(call: int) -> bytes:
-    """The body of call `call` of the `run` calls/s measurement: one noop job, no callback. Each call's
-    body is its own, as every real `run` is (batchgate answers a repeated signed request once)."""
-    return orjson.dumps({"jobs": [job("noop", -2, call)]})
+def run_call_body(call: int, run_options: dict[str, Any] | None = None) -> bytes:
+    """The body of call `call` of the `run` calls/s measurement: one noop job, no callback, then the
+    system's `run_options`. Each call's body is its own, as every real `run` is (batchgate answers a
+    repeated signed request once)."""
+    return orjson.dumps({"jobs": [job("noop", -2, call)], **(run_options or {})})

@@ -33,8 +33,10 @@ class Env:
 class System(ABC):
     family: str = ""  # batchgate | celery | arq
 
-    def __init__(self, system_id: str) -> None:
+    def __init__(self, system_id: str, *, run_options: dict[str, Any] | None = None) -> None:
         self.id = system_id
+        # fields added to the end of this system's `batch.run` bodies (BG-SC: {"concurrency": 50})
+        self.run_options: dict[str, Any] = dict(run_options or {})
         self.procs: dict[str, procs.Proc] = {}
         self.url = ""
         self.key = ""
@@ -60,6 +62,10 @@ class System(ABC):
     async def infra_groups(self, env: Env) -> dict[str, Group]:
         """The infrastructure processes to sample (Redis, PostgreSQL), once the system is warm."""
         return {}
+
+    async def scrape(self) -> dict[str, Any] | None:
+        """The system's own metrics at the end of a cell (a few counters), or None when it has none."""
+        return None
 
     def dead(self) -> str | None:
         """Which of its processes has exited, with the end of its log; None while all run."""
