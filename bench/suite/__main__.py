@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions (5)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the shuffled order (random)")
     parser.add_argument(
-        "--all-shapes", action="store_true", help="every shape on the -D and -TF systems too (longer)"
+        "--all-shapes", action="store_true", help="every shape on the -D, -TF and BG-SC systems too (longer)"
     )
     parser.add_argument("--no-limits", action="store_true", help="skip the machine limits")
     parser.add_argument(
@@ -101,7 +101,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     plan.seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     plan.limits = plan.limits and not args.no_limits
     if args.all_shapes or args.shapes:
-        plan.defaults_shapes = plan.durable_shapes = None
+        plan.defaults_shapes = plan.durable_shapes = plan.concurrent_shapes = None
     plan.inject_fault = args.inject_fault
     return plan
 
@@ -122,7 +122,9 @@ def notes(gateway_config: bool, skipped: dict[str, str]) -> list[str]:
 
 def write_report(data: dict[str, Any], stem: Path) -> list[Path]:
     data["summary"] = report.summary(data["cells"])
-    data["targets"] = report.targets(data["summary"], data.get("limits") or {})
+    data["targets"] = report.targets(
+        data["summary"], data.get("limits") or {}, jobs_per_batch=data["plan"].get("jobs_per_batch")
+    )
     written = [stem.with_suffix(".json"), stem.with_suffix(".md")]
     title = f"batchgate benchmark, {data['plan']['mode']} run, {data['meta']['finished_at']}"
     why_not = chart.draw(data["summary"], list(data["systems"]), stem.with_suffix(".png"), title)

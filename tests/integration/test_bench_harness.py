@@ -1,8 +1,9 @@
 """The benchmark harness (bench/suite) works and its correctness gate voids bad runs.
 
-Not a benchmark: nothing here asserts a timing. The gate is fed crafted receiver records, and the
-harness runs once in its `--tiny` mode on batchgate-on-SQLite (3 batches of 20 jobs), whatever
-of the bench extra is installed, and once more with a duplicated callback injected.
+Not a benchmark: nothing here asserts a timing. The gate is fed crafted receiver records, the
+targets made-up medians, and the harness runs once in its `--tiny` mode on batchgate-on-SQLite
+(3 batches of 20 jobs; BG-SC's noop burst beside it), whatever of the bench extra is installed, and
+once more with a duplicated callback injected.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bench.suite import report as report_module
 from bench.suite.plan import ALL_SYSTEMS, Plan
 from bench.suite.receiver import Arrival
 from bench.suite.systems import all_systems
-from bench.suite.workload import Workload
+from bench.suite.workload import Workload, run_call_body
 
 REPO = Path(__file__).resolve().parents[2]
 BATCHES = 3
@@ -126,16 +127,27 @@ def run_harness(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
 
 
 def test_a_tiny_run_passes_the_gate_and_writes_the_report(tmp_path: Path) -> None:
-    code, report, markdown = run_harness(tmp_path)
+    code, report, markdown = run_harness(tmp_path, "--systems", "BG-S,BG-SC")
     cells = report["cells"]
     assert code == 0, [cell["gate"] for cell in cells]
-    assert {cell["shape"] for cell in cells} == {"burst", "solo"}
+    assert {(cell["system"], cell["shape"]) for cell in cells} == {
+        ("BG-S", "burst"), ("BG-S", "solo"), ("BG-SC", "burst")  # BG-SC: the noop burst only
+    }  # fmt: skip
+    plan = report["plan"]
     for cell in cells:
         assert cell["gate"]["ok"], cell["gate"]
-        batches = report["plan"]["solo_batches"] if cell["shape"] == "solo" else report["plan"]["batches"]
-        assert cell["gate"]["jobs_checked"] == batches * report["plan"]["jobs_per_batch"]
+        batches = plan["solo_batches"] if cell["shape"] == "solo" else plan["batches"]
+        assert cell["gate"]["jobs_checked"] == batches * plan["jobs_per_batch"]
         assert cell["metrics"]["e2e_p50_ms"] is not None
+        # batchgate's own /metrics, scraped at the end of the cell, moved with it
+        scraped = cell["service_metrics"]
+        assert scraped["errors"] == [], scraped
+        assert scraped["total"]["jobs_succeeded"] >= batches * plan["jobs_per_batch"]
+        assert scraped["total"]["callbacks_delivered"] >= batches
+        assert scraped["total"]["http_429"] == 0
+        assert cell.get("run_options") == ({"concurrency": 50} if cell["system"] == "BG-SC" else None)
     assert "| BG-S |" in markdown
+    assert "| BG-SC |" in markdown
     assert "VOID" not in markdown
 
 
@@ -171,3 +183,112 @@ def test_every_planned_system_exists_and_the_peers_get_the_alternatives_shapes()
     assert ("noop", "run") not in shapes["SAQ-T"]  # run calls/s is batchgate's alone
     compared = {target["target"] for target in report_module.targets([], {})}
     assert {"noop burst jobs/s, BG-S / SAQ-T", "noop solo submit->callback p50, BG-S / PRO-T"} <= compared
+
+
+def test_bg_sc_bodies_carry_concurrency_and_differ_from_the_others_by_that_field_alone() -> None:
+    systems = {system.id: system for system in all_systems()}
+    concurrent, default = systems["BG-SC"], systems["BG-S"]
+    assert concurrent.run_options == {"concurrency": 50}
+    assert default.run_options == {}
+    assert systems["CEL-T"].run_options == {}
+    # at most 50 jobs in flight (BENCH.md, fairness): one batch of 50 concurrent jobs at a time
+    assert getattr(concurrent, "max_batches", None) == 1
+    load = Workload("io10", JOBS, "http://127.0.0.1:9/cb")
+    plain = load.for_cell("7", range(2), default.run_options)
+    with_concurrency = load.for_cell("7", range(2), concurrent.run_options)
+    for batch in (-1, 0, 1):
+        body = with_concurrency.body(batch)
+        assert orjson.loads(body)["concurrency"] == 50
+        assert body == plain.body(batch)[:-1] + b',"concurrency":50}'
+    assert orjson.loads(run_call_body(3, concurrent.run_options))["concurrency"] == 50
+    assert run_call_body(3) == run_call_body(3, default.run_options)
+
+
+def test_the_plan_has_io10_solo_for_every_compared_system_and_bg_sc_where_concurrency_shows() -> None:
+    full = Plan(reps=1)
+    cells = full.cells(list(ALL_SYSTEMS))
+    shapes = {s: {(c.kind, c.shape.label) for c in cells if c.system == s} for s in ALL_SYSTEMS}
+    for system in ("BG-S", "BG-SC", "BG-P1", "BG-P2", "CEL-T", "ARQ-T", "SAQ-T", "PRO-T"):
+        assert {("io10", "burst"), ("io10", "solo")} <= shapes[system], system
+    assert shapes["BG-SC"] == {
+        ("noop", "burst"), ("io10", "burst"), ("io10", "solo"), ("http", "burst"), ("http", "solo")
+    }  # fmt: skip
+    assert ("io10", "solo") not in shapes["ARQ-D"] | shapes["CEL-TF"]  # -D and -TF: noop only
+    quick = Plan.preset("quick")
+    assert quick.shapes["io10"] == ["burst", "solo"] and quick.solo_batches == 5
+    quick_cells = quick.cells(quick.systems)
+    assert {c.system for c in quick_cells if (c.kind, c.shape.label) == ("io10", "solo")} >= {
+        "BG-S", "BG-SC", "ARQ-T"
+    }  # fmt: skip
+
+
+def _row(system: str, kind: str, shape: str, **medians: float) -> dict[str, Any]:
+    summary = {metric: {"median": v, "min": v, "max": v, "n": 1} for metric, v in medians.items()}
+    return {"system": system, "kind": kind, "shape": shape, **summary}
+
+
+def test_the_targets_are_ratios_of_made_up_medians() -> None:
+    rows = [
+        _row("BG-S", "noop", "burst", jobs_per_s=10000, serve_peak_rss_mb=90),
+        _row("CEL-T", "noop", "burst", jobs_per_s=500),  # 20x
+        _row("ARQ-T", "noop", "burst", jobs_per_s=1000),  # 10x
+        _row("SAQ-T", "noop", "burst", jobs_per_s=2500),  # 4x: not met
+        _row("PRO-T", "noop", "burst", jobs_per_s=400),  # 25x
+        _row("BG-S", "noop", "solo", e2e_p50_ms=10),
+        _row("CEL-T", "noop", "solo", e2e_p50_ms=200),  # 0.05
+        _row("ARQ-T", "noop", "solo", e2e_p50_ms=40),  # 0.25: not met
+        _row("SAQ-T", "noop", "solo", e2e_p50_ms=100),  # 0.1
+        _row("PRO-T", "noop", "solo", e2e_p50_ms=50),  # 0.2: met (<=)
+        _row("BG-S", "noop", "run", calls_per_s=3000),  # / 5000 = 0.6
+        _row("BG-S", "http", "burst", jobs_per_s=6000),  # / 10000 = 0.6: not met
+        _row("BG-SC", "http", "burst", jobs_per_s=9000),  # 0.9, reported
+        _row("BG-SC", "io10", "solo", e2e_p50_ms=60),  # / 150 = 0.4
+        _row("BG-S", "io10", "solo", e2e_p50_ms=2100),  # 14, reported
+        _row("ARQ-T", "io10", "solo", e2e_p50_ms=150),
+        _row("BG-SC", "io10", "burst", jobs_per_s=4500),  # / 1500 (ARQ-T, the best) = 3: not met
+        _row("BG-S", "io10", "burst", jobs_per_s=4200),  # 2.8, reported
+        _row("ARQ-T", "io10", "burst", jobs_per_s=1500),
+        _row("CEL-T", "io10", "burst", jobs_per_s=500),
+        _row("SAQ-T", "io10", "burst", jobs_per_s=1200),
+        _row("BG-P1", "noop", "burst", jobs_per_s=4000),
+        _row("BG-P2", "noop", "burst", jobs_per_s=3000),  # 0.75, reported
+    ]
+    limits_found = {
+        "sqlite_wal_full_1_row": {"tx_per_s": 5000, "rows_per_s": 5000},  # a commit: 0.2 ms
+        "http_round_trip_p50_us": 300.0,  # 0.3 ms: the floor is 0.5 ms, and 10 ms is 20x it
+        "aiohttp_client_to_stub_per_s": 10000,
+    }
+    found = {t["target"]: t for t in report_module.targets(rows, limits_found, jobs_per_batch=200)}
+
+    def check(name: str, value: float | None, goal: str, met: bool | None) -> dict[str, Any]:
+        target = found[name]
+        assert (target["value"], target["goal"], target["met"]) == (value, goal, met), target
+        return target
+
+    check("noop burst jobs/s, BG-S / CEL-T", 20.0, ">= 5", True)
+    check("noop burst jobs/s, BG-S / ARQ-T", 10.0, ">= 5", True)
+    check("noop burst jobs/s, BG-S / SAQ-T", 4.0, ">= 5", False)
+    check("noop burst jobs/s, BG-S / PRO-T", 25.0, ">= 5", True)
+    check("noop solo submit->callback p50, BG-S / CEL-T", 0.05, "<= 0.2", True)
+    check("noop solo submit->callback p50, BG-S / ARQ-T", 0.25, "<= 0.2", False)
+    check("noop solo submit->callback p50, BG-S / SAQ-T", 0.1, "<= 0.2", True)
+    check("noop solo submit->callback p50, BG-S / PRO-T", 0.2, "<= 0.2", True)
+    check("run calls/s (BG-S) / raw SQLite 1-row commits/s (WAL, FULL)", 0.6, ">= 0.5", True)
+    check("http burst jobs/s (BG-S) / bare aiohttp client loop to the stub", 0.6, ">= 0.8", False)
+    check("http burst jobs/s (BG-SC) / bare aiohttp client loop to the stub", 0.9, "reported", None)
+    floor = check(
+        "noop solo submit->callback p50 (BG-S) / (1 raw commit + 1 raw HTTP round trip)", 20.0, "<= 5", False
+    )
+    assert "0.200 ms" in floor["basis"] and "0.300 ms" in floor["basis"] and "= 0.500 ms" in floor["basis"]
+    assert "200-job" in floor["basis"]
+    check("io10 solo submit->callback p50, BG-SC / ARQ-T", 0.4, "<= 0.5", True)
+    check("io10 solo submit->callback p50, BG-S / ARQ-T", 14.0, "reported", None)
+    best = check("io10 burst jobs/s, BG-SC / the best tuned peer", 3.0, ">= 5", False)
+    assert "ARQ-T (1,500 jobs/s)" in best["basis"]
+    check("io10 burst jobs/s, BG-S / the best tuned peer", 2.8, "reported", None)
+    scale = check("noop burst jobs/s, PostgreSQL 2 workers / 1 worker", 0.75, "reported", None)
+    assert "bench/scaleout" in scale["basis"]
+    check("peak RSS of `batchgate serve` during the noop burst (MB)", 90, "< 150", True)
+    assert len(found) == 18
+    # nothing measured: every value None, every goal's `met` None
+    assert all(t["value"] is None and t["met"] is None for t in report_module.targets([], {}))
