@@ -14,14 +14,15 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from batchgate import events
 from batchgate.destinations import destination_of
-from batchgate.models import ApiKey, Batch, BatchStatus, JobResult, JobSpec
+from batchgate.loops import Slot
+from batchgate.models import ApiKey, Batch, BatchStatus, JobResult, JobSpec, Lease
 from batchgate.netguard import AddressPolicy, UnsafeAddress
 from batchgate.protocol import errors
 from batchgate.protocol.errors import (
@@ -175,9 +176,11 @@ def _flag(params: dict[str, Any], name: str) -> bool:
 
 
 class Batches:
-    """The batch namespace for one store. `on_submit` wakes a local worker when a batch becomes
-    runnable, `on_delivery_queued` a local delivery loop when a callback is queued, and
-    `on_cancel` a local worker that may be running a batch whose client asked to cancel it."""
+    """The batch namespace for one store. `offer_lease` asks a local worker for room for a new
+    batch (whose first job is in the namespace given), which then gets it leased as it is saved;
+    `on_submit` wakes a local worker when a batch becomes runnable otherwise, `on_delivery_queued`
+    a local delivery loop when a callback is queued, and `on_cancel` a local worker that may be
+    running a batch whose client asked to cancel it."""
 
     def __init__(
         self,
@@ -185,6 +188,7 @@ class Batches:
         policy: AddressPolicy,
         *,
         limits: Limits = Limits(),
+        offer_lease: Callable[[str], Slot[Lease] | None] = lambda _namespace: None,
         on_submit: Callable[[], None] = lambda: None,
         on_delivery_queued: Callable[[], None] = lambda: None,
         on_cancel: Callable[[str], None] = lambda _batch_id: None,
@@ -193,6 +197,7 @@ class Batches:
         self.store = store
         self.policy = policy
         self.limits = limits
+        self.offer_lease = offer_lease
         self.on_submit = on_submit
         self.on_delivery_queued = on_delivery_queued
         self.on_cancel = on_cancel
@@ -231,6 +236,7 @@ class Batches:
             if earlier is None:
                 raise
             return {"asyncId": earlier}
+        slot = self.offer_lease(request.jobs[0].namespace)
         try:
             submitted = await self.store.submit(
                 caller.api_key,
@@ -240,9 +246,13 @@ class Batches:
                 destination=destination_of(request.callback_url) if request.callback_url else None,
                 request=caller.request,
                 idempotency=idempotency,
+                lease_to=slot,
             )
         except StoreError as exc:
             raise InternalError("The information was not saved", specific_code=errors.NOT_SAVED) from exc
+        finally:
+            if slot is not None:
+                slot.close()  # nothing was leased to it (the batch was not made, or made before)
         if submitted.outcome is SubmitOutcome.CONFLICT:
             raise BadRequest(
                 "This Idempotency-Key was used before with another request: use a new key for a new batch",
@@ -250,8 +260,9 @@ class Batches:
             )
         assert submitted.batch_id is not None
         if submitted.outcome is SubmitOutcome.CREATED:
-            self._usage.pop(caller.account, None)  # counted again at the next check
-            self.on_submit()
+            self._counted(caller.account)
+            if submitted.lease is None:
+                self.on_submit()
             events.batch_accepted(
                 submitted.batch_id, caller.account, jobs=len(request.jobs), concurrency=request.concurrency
             )
@@ -323,6 +334,15 @@ class Batches:
             self._usage.clear()
         self._usage[account] = (now, usage)
         return usage
+
+    def _counted(self, account: str) -> None:
+        """Counts a batch just made into the account's cached usage, instead of reading the usage
+        again at the next run (which, for an account that sends more than one run per
+        `usage_cache_s`, would read it at every run)."""
+        cached = self._usage.get(account)
+        if cached is not None:
+            at, usage = cached
+            self._usage[account] = (at, replace(usage, open_batches=usage.open_batches + 1))
 
     # reads -----------------------------------------------------------------
     async def _batch(self, account: str, async_id: str, not_found: int = errors.BATCH_NOT_FOUND) -> Batch:

@@ -4,7 +4,8 @@ A delivery is written in the same transaction that completes its batch (or by `r
 completed batch always has its callback queued; its body, the batch's results, is read when it is
 sent. Sending is at least once: a process that dies mid-POST leaves the delivery leased until the
 lease runs out, then it is sent again with the same webhook-id, which is how receivers drop
-duplicates.
+duplicates. A delivery is claimed from the store, or, when the batch completed in this process
+while this loop had room (`offer`), leased to it in the completing transaction and handed over.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import aiohttp
 
 from batchgate import events, metrics, tracing, webhooks
 from batchgate.destinations import Destinations, destination_of
-from batchgate.loops import ClaimLoop
+from batchgate.loops import ClaimLoop, Slot
 from batchgate.models import Attempt, Delivery, DeliveryStatus
 from batchgate.netguard import AddressPolicy, UnsafeAddress, guarded_connector
 from batchgate.protocol.results import results_body
@@ -67,6 +68,19 @@ class Deliverer(ClaimLoop):
         if self._session is not None and self._owns_session:
             await self._session.close()
             self._session = None
+
+    def offer(self, url: str) -> Slot[Delivery] | None:
+        """Room for the callback to `url` of a batch this process is about to complete: the store
+        queues it leased to this loop and hands it over (`take`). None when this loop would not
+        claim it now: no room, stopping, older deliveries due in the store, or its destination
+        backed off or full."""
+        if self.destinations.backed_off_until(destination_of(url), self.clock()) is not None:
+            return None
+        return self._slot("deliverer", self.lease_s, self._take)
+
+    def _take(self, delivery: Delivery) -> None:
+        if not self._stopping:  # else its lease runs out and it is sent then
+            self._run_task(self._deliver(delivery))
 
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
         deliveries = await self.store.claim_deliveries(

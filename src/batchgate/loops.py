@@ -1,17 +1,19 @@
 """What the worker and the delivery loop share: claim what is due, run each item as a task, and
-wait on a wake-up, a finished task or the poll interval, never on a bare sleep."""
+wait on a wake-up, a finished task or the poll interval, never on a bare sleep; and take items
+handed over directly (leased in the transaction that writes them) through a `Slot`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import secrets
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 from batchgate import metrics
 from batchgate.store import StoreError
@@ -19,6 +21,8 @@ from batchgate.store import StoreError
 log = logging.getLogger(__name__)
 
 ADMIT_AGAIN_S = 0.05  # a loop that took less than it could looks again this soon
+
+T = TypeVar("T")
 
 
 def owner_id(role: str) -> str:
@@ -57,6 +61,37 @@ class StoreHealth:
         return min(self.MAX_BACKOFF_S, normal_s * 2.0 ** min(self.failures, 16))
 
 
+class Slot(Generic[T]):
+    """Room a loop keeps for one item that a write of this process leases to it (the store's
+    `Offer`): `take` starts the item as if it had been claimed; `close` gives the room back if
+    nothing was taken (whoever asked for the slot closes it, taken or not)."""
+
+    def __init__(self, loop: ClaimLoop, owner: str, lease_s: float, start: Callable[[T], None]) -> None:
+        self._loop = loop
+        self.owner = owner
+        self.lease_s = lease_s
+        self._start = start
+        self._open = True
+        self._taken = False
+
+    @property
+    def taken(self) -> bool:
+        return self._taken
+
+    def take(self, item: T, /) -> None:
+        if self._open:
+            self._taken = True
+            self._open = False
+            self._loop._reserved -= 1
+            self._start(item)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._loop._reserved -= 1
+            self._loop._wake.set()  # the room is free again: the loop may claim with it
+
+
 class ClaimLoop(ABC):
     """Claims up to `capacity` items at a time and runs each as a task until stopped or idle."""
 
@@ -67,10 +102,39 @@ class ClaimLoop(ABC):
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.store_health = StoreHealth(type(self).__name__)
+        self._reserved = 0  # slots handed out and not yet taken or closed
+        # Whether the store may hold due items this loop has not looked for since: while it may,
+        # new items are not handed over (they would pass the older ones by), they are claimed.
+        self._backlog = True
+        self._wakes = 0
+        # The context items run in: the loop's own, also for an item handed over from inside a
+        # request or a batch (whose context, a trace's span say, is not the item's).
+        self._context = contextvars.copy_context()
 
     def wake(self) -> None:
         """Something new may be due: claim now instead of at the next poll."""
+        self._wakes += 1
+        self._backlog = True
         self._wake.set()
+
+    def _free(self) -> int:
+        return self.capacity - len(self._tasks) - self._reserved + self._parked()
+
+    def _slot(self, owner: str, lease_s: float, start: Callable[[T], None]) -> Slot[T] | None:
+        """Room for one item handed over now, or None: this loop is stopping, has items waiting in
+        the store to claim first, or has no room now (its capacity, or what `_admit` allows)."""
+        if self._stopping or self._backlog:
+            return None
+        free = self._free()
+        if free <= 0 or self._admit(free) <= 0:
+            return None
+        self._reserved += 1
+        return Slot(self, owner, lease_s, start)
+
+    def _run_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine, context=self._context.copy())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
     @abstractmethod
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
@@ -90,9 +154,10 @@ class ClaimLoop(ABC):
 
     async def run(self, *, until_idle: bool = False) -> None:
         """Works until `stop()`; with `until_idle`, returns once nothing is running or left to do."""
+        self._context = contextvars.copy_context()
         while not self._stopping:
             self._wake.clear()
-            free = self.capacity - len(self._tasks) + self._parked()
+            free = self._free()
             admitted = self._admit(free) if free > 0 else 0
             started = await self._start(admitted) if admitted > 0 else 0
             if started and started == free:
@@ -115,16 +180,17 @@ class ClaimLoop(ABC):
         return due
 
     async def _start(self, limit: int) -> int:
+        wakes = self._wakes
         try:
             work = await self._claim(limit)
         except StoreError as exc:
             self.store_health.failed(exc)
             return 0
         self.store_health.worked()
+        if len(work) < limit and self._wakes == wakes:
+            self._backlog = False  # it took all there was, and nothing new was said to be due since
         for coroutine in work:
-            task = asyncio.create_task(coroutine)
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
+            self._run_task(coroutine)
         return len(work)
 
     def _done(self, task: asyncio.Task[None]) -> None:

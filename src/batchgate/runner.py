@@ -23,7 +23,8 @@ import orjson
 
 from batchgate import events, tracing
 from batchgate.actions import ActionContext, App
-from batchgate.models import BatchStatus, Finished, JobOutcome, JobSpec, Lease, Recorded
+from batchgate.loops import Slot
+from batchgate.models import BatchStatus, Delivery, Finished, JobOutcome, JobSpec, Lease, Recorded
 from batchgate.protocol.errors import (
     DEPENDENCY_FAILED,
     NOT_RUN_CANCELLED,
@@ -49,7 +50,9 @@ class Recorder:
 
     Each write takes every job finished while the previous one was being written, and the next
     write starts as soon as the previous one returns: fast jobs share a transaction, and a finished
-    job is saved without waiting for the next one to finish."""
+    job is saved without waiting for the next one to finish. The write that completes the batch
+    hands its callback to this process's delivery loop when that has room (`offer_delivery`);
+    `on_completed` hears whether it did."""
 
     def __init__(
         self,
@@ -57,12 +60,14 @@ class Recorder:
         lease: Lease,
         lease_s: float,
         *,
-        on_completed: Callable[[], None],
+        on_completed: Callable[[bool], None],
         on_cancel_requested: Callable[[], None],
         action_of: dict[int, str],
+        offer_delivery: Callable[[str], Slot[Delivery] | None] = lambda _url: None,
     ) -> None:
         self.store, self.lease, self.lease_s = store, lease, lease_s
         self.on_completed = on_completed
+        self.offer_delivery = offer_delivery
         self.on_cancel_requested = on_cancel_requested
         self.action_of = action_of  # each job's action, as metrics name it
         self.cancelled_jobs = False  # a job was stopped at the client's request: the batch ends cancelled
@@ -88,9 +93,20 @@ class Recorder:
             finished, self.pending = self.pending, []
             done = self.done + len(finished)
             self.cancelled_jobs |= any(job.outcome is JobOutcome.CANCELLED for job in finished)
-            recorded = await self.store.record(
-                self.lease, finished, done=done, lease_s=self.lease_s, cancelled=self.cancelled_jobs
-            )
+            callback = self.lease.callback_url if done >= self.lease.job_count else None
+            slot = self.offer_delivery(callback) if callback else None
+            try:
+                recorded = await self.store.record(
+                    self.lease,
+                    finished,
+                    done=done,
+                    lease_s=self.lease_s,
+                    cancelled=self.cancelled_jobs,
+                    delivery_to=slot,
+                )
+            finally:
+                if slot is not None:
+                    slot.close()
             if recorded is Recorded.LOST:
                 raise LeaseLost(self.lease.batch_id)
             events.jobs_finished(self.lease, finished, self.action_of)
@@ -99,7 +115,7 @@ class Recorder:
                 self.on_cancel_requested()
             elif recorded is Recorded.COMPLETED:
                 self.completed = True
-                self.on_completed()
+                self.on_completed(slot is not None and slot.taken)
 
     async def flush(self) -> None:
         if self.writing is not None:
@@ -120,10 +136,12 @@ class BatchRun:
         stopping: Callable[[], bool],
         on_completed: Callable[[], None],
         on_parked: Callable[[], None] = lambda: None,
+        offer_delivery: Callable[[str], Slot[Delivery] | None] = lambda _url: None,
     ) -> None:
         self.store, self.app, self.lease = store, app, lease
         self.stopping = stopping
-        self.on_completed = on_completed
+        self.on_completed = on_completed  # a callback was queued, not handed over: wake the deliverer
+        self.offer_delivery = offer_delivery
         self.on_parked = on_parked  # the worker may take other batches meanwhile
         self.parked = False  # every job running waits for a full upstream
         self.pending: dict[int, JobSpec] = dict(sorted(lease.jobs.items()))
@@ -139,6 +157,7 @@ class BatchRun:
             on_completed=self._completed,
             on_cancel_requested=self.cancel,
             action_of=action_of,
+            offer_delivery=offer_delivery,
         )
         self.refers = referenced_jobs(lease.jobs, lease.keys)  # job -> the jobs its references point into
         self.referenced = {target for targets in self.refers.values() for target in targets}
@@ -159,10 +178,10 @@ class BatchRun:
                 task.cancel()
         self._woken.set()
 
-    def _completed(self) -> None:
+    def _completed(self, handed_over: bool) -> None:
         status = BatchStatus.CANCELLED if self.recorder.cancelled_jobs else BatchStatus.COMPLETE
         events.batch_finished(self.lease, status, self.outcomes.values())
-        if self.lease.callback_url:
+        if self.lease.callback_url and not handed_over:
             self.on_completed()
 
     @tracing.batch_run
@@ -309,11 +328,19 @@ class BatchRun:
 
     # a cancel --------------------------------------------------------------
     async def _finish_cancelled(self) -> None:
-        if not await self.store.finish_cancelled(self.lease, [], cancelled=NOT_RUN_CANCELLED):
+        slot = self.offer_delivery(self.lease.callback_url) if self.lease.callback_url else None
+        try:
+            finished = await self.store.finish_cancelled(
+                self.lease, [], cancelled=NOT_RUN_CANCELLED, delivery_to=slot
+            )
+        finally:
+            if slot is not None:
+                slot.close()
+        if not finished:
             raise LeaseLost(self.batch_id)
         outcomes = [*self.outcomes.values(), *[JobOutcome.CANCELLED] * len(self.pending)]
         events.batch_finished(self.lease, BatchStatus.CANCELLED, outcomes)
-        if self.lease.callback_url:
+        if self.lease.callback_url and not (slot is not None and slot.taken):
             self.on_completed()
 
 

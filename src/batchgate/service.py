@@ -5,7 +5,10 @@
 
 Collaborators get the callbacks that wake each other through their constructors: a submit or a
 restart wakes the worker, a completed batch or a repost wakes the deliverer, and the store's
-notifications (PostgreSQL) wake both when another process queued the work. Nothing here knows
+notifications (PostgreSQL) wake both when another process queued the work. Where the worker (or
+the deliverer) has room now, a new batch (a completed batch's callback) is leased to it in the
+transaction that saves it and handed over, which needs no wake-up at all: `worker.offer` goes to
+the batch namespace, `deliverer.offer` to the worker. Nothing here knows
 HTTP: `batchgate.server` serves a Service, and `batchgate worker` runs one without it.
 """
 
@@ -79,6 +82,7 @@ class Service:
                 lease_s=settings.lease_s,
                 poll_s=settings.poll_s,
                 on_delivery_queued=deliverer.wake,
+                offer_delivery=deliverer.offer,
             )
         batches = Batches(
             store,
@@ -90,6 +94,7 @@ class Service:
                 concurrency=settings.max_concurrency,
                 idempotency_ttl_s=settings.idempotency_ttl_s,
             ),
+            offer_lease=worker.offer if worker else _no_room,
             on_submit=worker.wake if worker else _nobody,
             on_delivery_queued=deliverer.wake if deliverer else _nobody,
             on_cancel=worker.cancel if worker else _nobody_here,
@@ -145,6 +150,10 @@ class Service:
 
 def _nobody() -> None:
     """A wake-up nobody listens to: an API process without a worker relies on the store's notifications."""
+
+
+def _no_room(namespace: str) -> None:
+    """No worker in this process: a batch is saved queued, for the worker processes to claim."""
 
 
 def _nobody_here(batch_id: str) -> None:

@@ -5,6 +5,10 @@ A lease is renewed by every write of responses and by the heartbeat; a worker th
 renewing, and once the lease expires any worker claims the batch again and resumes with the jobs
 not yet recorded. A job is therefore run at least once; `ActionContext.idempotency_key` lets an
 action tell a repeat from a new call.
+
+Batches come to a worker two ways: claimed from the store, or, when this process accepted them
+while the worker had room (`offer`), leased to it in the transaction that saved them and handed
+over at once. Both are the same lease from then on.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from typing import Any
 from batchgate import metrics
 from batchgate.actions import App
 from batchgate.load import LoopLag
-from batchgate.loops import ClaimLoop, owner_id
-from batchgate.models import Lease
+from batchgate.loops import ClaimLoop, Slot, owner_id
+from batchgate.models import Delivery, Lease
 from batchgate.runner import BatchRun, LeaseLost
 from batchgate.store import Store, StoreError
 
@@ -38,12 +42,14 @@ class Worker(ClaimLoop):
         lease_s: float = 30.0,
         poll_s: float = 1.0,
         on_delivery_queued: Callable[[], None] = lambda: None,
+        offer_delivery: Callable[[str], Slot[Delivery] | None] = lambda _url: None,
     ) -> None:
         super().__init__(capacity=max_batches, poll_s=poll_s)
         self.store = store
         self.app = app
         self.lease_s = lease_s
         self.on_delivery_queued = on_delivery_queued  # wakes this process's delivery loop
+        self.offer_delivery = offer_delivery  # ... or hands it a completed batch's callback directly
         self.owner = owner_id("worker")
         self._held: set[str] = set()
         self._runs: dict[str, BatchRun] = {}
@@ -62,13 +68,29 @@ class Worker(ClaimLoop):
 
     def _admit(self, free: int) -> int:
         """Takes batches in step with what this process can run: while it has room, at most as many
-        again as it runs (one to begin with), and none while it is busy, unless it runs none."""
-        running = len(self._runs) - self._parked()
+        again as it runs (one to begin with), and none while it is busy, unless it runs none.
+        (A batch offered room at submit counts as running.)"""
+        running = len(self._runs) + self._reserved - self._parked()
         if running <= 0:
             return 1
         if self.load.busy or self.app.threads_full:
             return 0
         return min(free, running)
+
+    def offer(self, namespace: str) -> Slot[Lease] | None:
+        """Room for a batch this process is about to save, whose first job is in `namespace`: the
+        store leases the batch to this worker as it saves it, and hands the lease over (`take`).
+        None when the worker would not claim it now: no room, busy, stopping, older batches
+        waiting in the store, or that namespace's upstream full."""
+        if self.app.busy(namespace):
+            return None
+        return self._slot(self.owner, self.lease_s, self._take)
+
+    def _take(self, lease: Lease) -> None:
+        self._held.add(lease.token)
+        if self._stopping:  # saved as the worker stops: stop() hands it back with the others
+            return
+        self._run_task(self._run_batch(lease))
 
     async def _claim(self, limit: int) -> list[Coroutine[Any, Any, None]]:
         leases = await self.store.claim_batches(
@@ -77,7 +99,8 @@ class Worker(ClaimLoop):
         self._held.update(lease.token for lease in leases)
         return [self._run_batch(lease) for lease in leases]
 
-    async def _run_batch(self, lease: Lease) -> None:
+    def _run_batch(self, lease: Lease) -> Coroutine[Any, Any, None]:
+        """The batch's run, known (to a cancel) from now on; the coroutine runs it."""
         run = BatchRun(
             self.store,
             self.app,
@@ -86,8 +109,12 @@ class Worker(ClaimLoop):
             stopping=lambda: self._stopping,
             on_completed=self.on_delivery_queued,
             on_parked=self.wake,
+            offer_delivery=self.offer_delivery,
         )
         self._runs[lease.batch_id] = run
+        return self._running(lease, run)
+
+    async def _running(self, lease: Lease, run: BatchRun) -> None:
         try:
             await run.run()
         except StoreError as exc:

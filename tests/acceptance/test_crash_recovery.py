@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import sqlite3
+import subprocess
 from pathlib import Path
 
 from batchgate.client import AsyncClient
 
-from processes import ServeProcess, create_key
+from processes import BATCHGATE, ServeProcess, create_key
 from support import eventually, receiver
 
 BATCHES, JOBS = 12, 40
@@ -52,6 +55,51 @@ async def test_sigkill_mid_batch_then_restart_completes_every_batch_and_calls_ba
             finally:
                 restarted.stop()
     finally:
+        server.stop()
+
+
+async def test_a_batch_leased_as_it_was_saved_is_resumed_by_another_process_after_a_sigkill(
+    tmp_path: Path, db_url: str
+) -> None:
+    """`serve` leases a batch to its own worker in the transaction that saves it; killed right after
+    answering, it leaves the batch leased, and once the lease runs out a worker of another process
+    (here `batchgate worker` beside an API-only `serve`) runs it to its end and calls back."""
+    key, secret, _ = create_key(db_url)
+    env = {"BATCHGATE_LEASE": "2"}
+    server = ServeProcess(db_url, tmp_path / "serve.log", env=env).start()
+    others: list[asyncio.subprocess.Process] = []
+    try:
+        async with receiver() as recv:
+            async with AsyncClient(server.url, key, secret) as api:
+                # once a first batch is done, the worker has looked at the queue: it takes the next
+                # one as it is saved
+                await api.wait(await api.run([{"namespace": "test", "action": "echo", "params": {}}]))
+                async_id = await api.run(jobs_of(0), callback_url=f"{recv.url}/kill")
+                status = await api.status(async_id)
+            assert status["status"] == "running" and status["startedAt"] == status["createdAt"]
+            assert server.signal(signal.SIGKILL) == -signal.SIGKILL
+            api_only = ServeProcess(db_url, tmp_path / "api.log", env=env, args=["--no-worker"]).start()
+            with (tmp_path / "worker.log").open("ab") as out:
+                worker = await asyncio.create_subprocess_exec(
+                    BATCHGATE, "worker", "--db", db_url,
+                    env={**os.environ, "BATCHGATE_CALLBACK_ALLOW": "127.0.0.1", **env},
+                    stdout=out, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+                others.append(worker)
+            try:
+                async with AsyncClient(api_only.url, key, secret) as api:
+                    results = (await api.wait(async_id, poll_s=0.05, timeout_s=60))["results"]
+                [call, *again] = await recv.wait_for("/kill", 1)
+            finally:
+                api_only.stop()
+        echoes = [r["response"] for r in results if r["action"] == "echo"]
+        assert echoes == [{"batch": 0, "n": n} for n in range(JOBS // 2)]
+        assert call.json == {"asyncId": async_id, "results": results}
+        assert {c.headers["webhook-id"] for c in again} <= {call.headers["webhook-id"]}
+    finally:
+        for proc in others:
+            proc.kill()
+            await proc.wait()
         server.stop()
 
 

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from batchgate import webhooks
 from batchgate.models import (
@@ -193,6 +193,35 @@ class SubmitOutcome(Enum):
 class Submitted:
     outcome: SubmitOutcome
     batch_id: str | None  # the batch made (or made before); None on a conflict
+    lease: Lease | None = None  # the batch made, leased in the same transaction (`lease_to`)
+
+
+Item = TypeVar("Item", contravariant=True)
+
+
+class Offer(Protocol[Item]):
+    """A place a loop of this process keeps for one item (a batch, a delivery) that is leased to it
+    in the transaction that writes the item, instead of being claimed later: the store writes the
+    lease (`owner`, a new token, `lease_s` from now) and, once that is committed, hands the item
+    over with `take`. An offer the store does not take (the write failed, or made nothing) is
+    given back by whoever asked for it."""
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def lease_s(self) -> float: ...
+
+    def take(self, item: Item, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Leasing:
+    """The lease a write gives what it inserts: who holds it, its token, and until when."""
+
+    owner: str
+    token: str
+    until: float
 
 
 class Change(Enum):
@@ -365,10 +394,18 @@ class Store(ABC):
         destination: str | None = None,
         request: RequestId | None = None,
         idempotency: IdempotencyClaim | None = None,
+        lease_to: Offer[Lease] | None = None,
     ) -> Submitted:
         """Commits a batch and all its jobs in one transaction, queued; or, for a request seen
         before (the same signed request, or the same Idempotency-Key and body), nothing: the
-        answer names the batch it made. `destination` is the callback's host:port."""
+        answer names the batch it made. `destination` is the callback's host:port.
+
+        Given `lease_to` (a worker of this process with room now), the batch is written running
+        and leased to it, in the same transaction, and handed to it once committed: no claim, no
+        wake-up. The lease is a lease like any other: renewed by the worker's writes and
+        heartbeat, fenced by a restart, and, should the worker die, left to expire."""
+        now = self.clock()
+        leasing = None if lease_to is None else Leasing(lease_to.owner, new_id(), now + lease_to.lease_s)
         batch = Batch(
             id=new_id(),
             account=api_key.account,
@@ -376,12 +413,28 @@ class Store(ABC):
             callback_url=callback_url,
             job_count=len(jobs),
             done_count=0,
-            status=BatchStatus.QUEUED,
+            status=BatchStatus.QUEUED if leasing is None else BatchStatus.RUNNING,
             run=1,
-            created_at=self.clock(),
+            created_at=now,
+            started_at=None if leasing is None else now,
             concurrency=concurrency,
         )
-        return await self._insert_batch(batch, jobs, destination, request, idempotency)
+        submitted = await self._insert_batch(batch, jobs, destination, request, idempotency, leasing)
+        if leasing is None or lease_to is None or submitted.outcome is not SubmitOutcome.CREATED:
+            return submitted
+        lease = Lease(
+            batch_id=batch.id,
+            account=batch.account,
+            callback_url=callback_url,
+            run=batch.run,
+            token=leasing.token,
+            job_count=batch.job_count,
+            jobs=dict(enumerate(jobs)),
+            keys={job.key: index for index, job in enumerate(jobs) if job.key is not None},
+            concurrency=concurrency,
+        )
+        lease_to.take(lease)
+        return replace(submitted, lease=lease)
 
     @abstractmethod
     async def _insert_batch(
@@ -391,7 +444,10 @@ class Store(ABC):
         destination: str | None,
         request: RequestId | None,
         idempotency: IdempotencyClaim | None,
-    ) -> Submitted: ...
+        leasing: Leasing | None,
+    ) -> Submitted:
+        """Given `leasing`, the batch (status running, started) holds that lease as it is written,
+        and no other process is told of it (nobody else may take it)."""
 
     async def earlier_submission(
         self, account: str, request: RequestId | None, idempotency: IdempotencyClaim | None
@@ -526,6 +582,7 @@ class Store(ABC):
         done: int,
         lease_s: float,
         cancelled: bool = False,
+        delivery_to: Offer[Delivery] | None = None,
     ) -> Recorded:
         """Records finished jobs under the lease; `done` is how many of the batch's jobs have then
         finished, these included; `cancelled` says a job of the batch was cancelled (stopped, at the
@@ -533,37 +590,59 @@ class Store(ABC):
 
         The record that finishes the batch's last job finishes the batch, complete, or cancelled if
         a job was: its results expire `result_ttl_s` later, and its callback is queued in the same
-        transaction. Any other record renews the lease, and says whether the client has asked to
-        cancel the batch. Nothing is written when the lease was lost (the batch was restarted, or
-        its lease expired and another worker took it)."""
+        transaction (given `delivery_to`, a delivery loop of this process with room now, already
+        leased to it, and handed to it once committed). Any other record renews the lease, and says
+        whether the client has asked to cancel the batch. Nothing is written when the lease was
+        lost (the batch was restarted, or its lease expired and another worker took it)."""
         now = self.clock()
         if done < lease.job_count:
             return await self._advance(lease, finished, until=now + lease_s)
+        status = BatchStatus.CANCELLED if cancelled else BatchStatus.COMPLETE
+        completed = await self._finish(lease, finished, None, status, now, delivery_to)
+        return Recorded.COMPLETED if completed else Recorded.LOST
+
+    async def finish_cancelled(
+        self,
+        lease: Lease,
+        finished: Sequence[Finished],
+        *,
+        cancelled: bytes,
+        delivery_to: Offer[Delivery] | None = None,
+    ) -> bool:
+        """Records the jobs that finished, answers every other one `cancelled`, and finishes the
+        batch as cancelled, queuing its callback (to `delivery_to`, as `record` does); False when
+        the lease was lost."""
+        now = self.clock()
+        return await self._finish(
+            lease, finished, cancelled.decode(), BatchStatus.CANCELLED, now, delivery_to
+        )
+
+    async def _finish(
+        self,
+        lease: Lease,
+        finished: Sequence[Finished],
+        cancelled: str | None,
+        status: BatchStatus,
+        now: float,
+        delivery_to: Offer[Delivery] | None,
+    ) -> bool:
         delivery_id = new_id() if lease.callback_url else None
-        completed = await self._complete(
+        leasing = None
+        if delivery_id is not None and delivery_to is not None:
+            leasing = Leasing(delivery_to.owner, new_id(), now + delivery_to.lease_s)
+        completed, row = await self._complete(
             lease,
             finished,
-            cancelled=None,
-            status=BatchStatus.CANCELLED if cancelled else BatchStatus.COMPLETE,
+            cancelled=cancelled,
+            status=status,
             now=now,
             expires_at=now + self.result_ttl_s,
             delivery_id=delivery_id,
+            delivery_leasing=leasing,
         )
-        return Recorded.COMPLETED if completed else Recorded.LOST
-
-    async def finish_cancelled(self, lease: Lease, finished: Sequence[Finished], *, cancelled: bytes) -> bool:
-        """Records the jobs that finished, answers every other one `cancelled`, and finishes the
-        batch as cancelled, queuing its callback; False when the lease was lost."""
-        now = self.clock()
-        return await self._complete(
-            lease,
-            finished,
-            cancelled=cancelled.decode(),
-            status=BatchStatus.CANCELLED,
-            now=now,
-            expires_at=now + self.result_ttl_s,
-            delivery_id=new_id() if lease.callback_url else None,
-        )
+        if completed and row is not None and leasing is not None and delivery_to is not None:
+            delivery_to.take(self._unsealed(delivery_from_row(row, leasing.token)))
+        return completed
 
     @abstractmethod
     async def _advance(self, lease: Lease, finished: Sequence[Finished], *, until: float) -> Recorded:
@@ -581,11 +660,16 @@ class Store(ABC):
         now: float,
         expires_at: float,
         delivery_id: str | None,
-    ) -> bool:
+        delivery_leasing: Leasing | None = None,
+    ) -> tuple[bool, Sequence[Any] | None]:
         """Writes the finished jobs (and, given `cancelled`, that body for every job still without a
         response), finishes the batch with `status` at `now`, its results readable until
         `expires_at`, drops the lease and, given `delivery_id`, queues the callback; one
-        transaction, fenced by the lease token."""
+        transaction, fenced by the lease token. False when the lease was lost.
+
+        Given `delivery_leasing`, the callback is queued leased (its `next_at` the lease's end, as a
+        claim leaves it), no other process is told of it, and the second value is its row as
+        `delivery_from_row` reads it; otherwise None."""
 
     async def renew(self, tokens: Sequence[str], *, lease_s: float) -> list[str]:
         """Extends the leases that are still held; returns the batches among them whose client has
@@ -610,9 +694,12 @@ class Store(ABC):
         the destinations (host:port) in `skip`, and taking at most `per_destination` to any one."""
         now = self.clock()
         return [
-            replace(delivery, secrets=tuple(self.vault.unseal(secret) for secret in delivery.secrets))
+            self._unsealed(delivery)
             for delivery in await self._claim_deliveries(limit, now, lease_s, list(skip), per_destination)
         ]
+
+    def _unsealed(self, delivery: Delivery) -> Delivery:
+        return replace(delivery, secrets=tuple(self.vault.unseal(secret) for secret in delivery.secrets))
 
     @abstractmethod
     async def _claim_deliveries(

@@ -43,6 +43,7 @@ from batchgate.store.base import (
     Change,
     DeliveryState,
     IdempotencyClaim,
+    Leasing,
     RequestId,
     Store,
     StoreUnavailable,
@@ -282,6 +283,7 @@ class PostgresStore(Store):
         destination: str | None,
         request: RequestId | None,
         idempotency: IdempotencyClaim | None,
+        leasing: Leasing | None,
     ) -> Submitted:
         args = (
             batch.id,
@@ -300,6 +302,8 @@ class PostgresStore(Store):
             [job.key for job in jobs],
             [json.dumps(list(job.depends_on)) if job.depends_on else None for job in jobs],
             *(_request(request) if request else (None, None, None)),
+            batch.started_at,
+            *((leasing.owner, leasing.token, leasing.until) if leasing else (None, None, None)),
         )
         if idempotency is None:
             if await self._pool.fetchval(Q["insert_batch"], *args) is not None:
@@ -459,7 +463,8 @@ class PostgresStore(Store):
         now: float,
         expires_at: float,
         delivery_id: str | None,
-    ) -> bool:
+        delivery_leasing: Leasing | None = None,
+    ) -> tuple[bool, Sequence[Any] | None]:
         row = await self._pool.fetchrow(
             Q["finish_batch"],
             lease.batch_id,
@@ -471,8 +476,11 @@ class PostgresStore(Store):
             cancelled,
             delivery_id,
             expires_at,
+            *((delivery_leasing.token, delivery_leasing.until) if delivery_leasing else (None, None)),
         )
-        return row is not None
+        if row is None:
+            return False, None
+        return True, (tuple(row[2:]) if delivery_leasing is not None and row[2] is not None else None)
 
     @wrap_exceptions
     async def _renew(self, tokens: Sequence[str], until: float) -> list[str]:

@@ -50,6 +50,7 @@ from batchgate.store.base import (
     Change,
     DeliveryState,
     IdempotencyClaim,
+    Leasing,
     RequestId,
     Store,
     StoreUnavailable,
@@ -275,9 +276,14 @@ class SQLiteStore(Store):
         destination: str | None,
         request: RequestId | None,
         idempotency: IdempotencyClaim | None,
+        leasing: Leasing | None,
     ) -> Submitted:
         def insert(c: sqlite3.Connection) -> Submitted:
-            if request is not None:
+            if request is not None and idempotency is None:
+                # Noted first, which tells a repeat at once: no lookup before a new batch.
+                if not _note_request(c, request, batch.id):
+                    return Submitted(SubmitOutcome.REPEATED, _seen(c, request))
+            elif request is not None:
                 seen = c.execute(Q["seen_request"], _request(request)).fetchone()
                 if seen is not None:
                     return Submitted(SubmitOutcome.REPEATED, seen[0])
@@ -315,6 +321,10 @@ class SQLiteStore(Store):
                     "created_at": batch.created_at,
                     "concurrency": batch.concurrency,
                     "destination": destination,
+                    "started_at": batch.started_at,
+                    "lease_owner": leasing and leasing.owner,
+                    "lease_token": leasing and leasing.token,
+                    "lease_expires": leasing and leasing.until,
                 },
             )
             c.executemany(
@@ -324,7 +334,7 @@ class SQLiteStore(Store):
                     for i, job in enumerate(jobs)
                 ),
             )
-            if request is not None:
+            if request is not None and idempotency is not None:
                 _note_request(c, request, batch.id)
             return Submitted(SubmitOutcome.CREATED, batch.id)
 
@@ -480,7 +490,8 @@ class SQLiteStore(Store):
         now: float,
         expires_at: float,
         delivery_id: str | None,
-    ) -> bool:
+        delivery_leasing: Leasing | None = None,
+    ) -> tuple[bool, Sequence[Any] | None]:
         fenced = {
             "id": lease.batch_id,
             "token": lease.token,
@@ -492,17 +503,21 @@ class SQLiteStore(Store):
             **_tally(finished),
         }
 
-        def complete(c: sqlite3.Connection) -> bool:
+        def complete(c: sqlite3.Connection) -> tuple[bool, Sequence[Any] | None]:
             if not c.execute(Q["finish_batch"], fenced).rowcount:
-                return False
+                return False, None
             _write_jobs(c, lease.batch_id, finished)
             if cancelled is not None:
                 c.execute(
                     Q["cancel_pending_jobs"], {"id": lease.batch_id, "cancelled": cancelled, "now": now}
                 )
+            delivery = {"id": delivery_id, "batch_id": lease.batch_id, "now": now}
+            if delivery_id is not None and delivery_leasing is not None:
+                leased = {**delivery, "token": delivery_leasing.token, "until": delivery_leasing.until}
+                return True, c.execute(Q["insert_leased_delivery"], leased).fetchone()
             if delivery_id is not None:
-                c.execute(Q["insert_delivery"], {"id": delivery_id, "batch_id": lease.batch_id, "now": now})
-            return True
+                c.execute(Q["insert_delivery"], delivery)
+            return True, None
 
         return await self._write(complete)
 
@@ -678,6 +693,12 @@ def _key_secrets(api_key: ApiKey) -> dict[str, Any]:
 
 def _request(request: RequestId) -> dict[str, Any]:
     return {"key": request.key, "signature": request.signature}
+
+
+def _seen(c: sqlite3.Connection, request: RequestId) -> str | None:
+    """The batch a signed request noted before made, if it made one."""
+    row = c.execute(Q["seen_request"], _request(request)).fetchone()
+    return None if row is None else row[0]
 
 
 def _note_request(c: sqlite3.Connection, request: RequestId, batch_id: str | None) -> bool:

@@ -74,7 +74,9 @@ SELECT fingerprint, batch_id FROM idempotency_keys WHERE account = $1 AND key = 
 -- The batch, all its jobs and (given $16, the request's key) the note that its signed request
 -- made it, in one statement: one round trip, one commit. When the same signed request was noted
 -- before, nothing is inserted and no row comes back. The jobs' foreign key is checked at the end
--- of the statement, when the batch row exists.
+-- of the statement, when the batch row exists. Given a lease ($20, $21, $22: owner, token, until),
+-- the batch is written running and leased to a worker of the process that accepted it, and no
+-- other worker is notified: none may take it.
 WITH seen AS (
     INSERT INTO seen_requests (key, signature, expires_at, batch_id)
     SELECT $16, $17, $18, $1 WHERE $16::text IS NOT NULL
@@ -82,8 +84,8 @@ WITH seen AS (
     RETURNING 1
 ), batch AS (
     INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at, concurrency,
-                         destination)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+                         destination, started_at, lease_owner, lease_token, lease_expires)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $20, $21, $22
     WHERE $16::text IS NULL OR EXISTS (SELECT 1 FROM seen)
     RETURNING id
 ), new_jobs AS (
@@ -92,7 +94,7 @@ WITH seen AS (
     FROM batch, unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
         WITH ORDINALITY AS j (namespace, action, params, job_key, depends_on)
 )
-SELECT id, pg_notify('batchgate_batches', id) FROM batch;
+SELECT id, CASE WHEN $21::text IS NULL THEN pg_notify('batchgate_batches', id) END FROM batch;
 
 -- name: get_batch
 -- The columns of a Batch, in the model's order (store.base.BATCH_COLUMNS).
@@ -285,7 +287,9 @@ SELECT cancel_requested FROM advanced;
 -- name: finish_batch
 -- The last record, or the end of a cancelled batch ($16, the body every job still without a
 -- response gets): fenced like record_jobs, and it drops the lease, so it finishes once; given
--- $17, it queues the callback. No row back means the lease was lost.
+-- $17, it queues the callback: given $19 and $20 (a token, until when), leased to this process's
+-- delivery loop, without notifying any other, and returned as claim_deliveries returns it. No row
+-- back means the lease was lost.
 WITH finished AS (
     UPDATE batches
     SET status = $15, failed_count = failed_count + $4,
@@ -294,7 +298,7 @@ WITH finished AS (
         done_count = job_count, completed_at = $7, expires_at = $18,
         lease_owner = NULL, lease_token = NULL, lease_expires = NULL
     WHERE id = $1 AND lease_token = $2
-    RETURNING id, callback_url, destination
+    RETURNING id, callback_url, destination, key, created_at
 ), written AS (
     UPDATE jobs
     SET response = r.response, outcome = r.outcome, finished_at = r.finished_at,
@@ -310,12 +314,18 @@ WITH finished AS (
     WHERE $16::text IS NOT NULL AND jobs.batch_id = finished.id AND jobs.response IS NULL
       AND jobs.idx <> ALL($8::int[])
 ), delivery AS (
-    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination)
-    SELECT $17::text, id, callback_url, 'pending', $7, $7, destination FROM finished WHERE $17::text IS NOT NULL
-    RETURNING id
+    INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination, lease_token)
+    SELECT $17::text, id, callback_url, 'pending', coalesce($20::float8, $7), $7, destination, $19::text
+    FROM finished WHERE $17::text IS NOT NULL
+    RETURNING id, batch_id, url, body, attempts, destination
 )
-SELECT finished.id, (SELECT pg_notify('batchgate_deliveries', delivery.id) FROM delivery)
-FROM finished;
+SELECT finished.id,
+       (SELECT pg_notify('batchgate_deliveries', delivery.id) FROM delivery WHERE $19::text IS NULL),
+       d.id, d.batch_id, d.url, d.body, d.attempts, d.destination, k.webhook_secret, k.secret,
+       CASE WHEN k.webhook_previous_until > $7 THEN k.webhook_secret_previous END, finished.created_at
+FROM finished
+LEFT JOIN api_keys k ON k.key = finished.key
+LEFT JOIN delivery d ON $19::text IS NOT NULL;
 
 -- name: renew_leases
 -- Answers the batches among them whose client asked to cancel them.

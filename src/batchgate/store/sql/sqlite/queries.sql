@@ -49,8 +49,11 @@ VALUES (:account, :key, :fingerprint, :batch_id, :expires_at);
 -- batches ----------------------------------------------------------------------
 
 -- name: insert_batch
-INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at, concurrency, destination)
-VALUES (:id, :account, :key, :callback_url, :job_count, :status, :run, :created_at, :concurrency, :destination);
+-- Queued, or (given a lease) running and leased to a worker of the process that accepted it.
+INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at, concurrency, destination,
+                     started_at, lease_owner, lease_token, lease_expires)
+VALUES (:id, :account, :key, :callback_url, :job_count, :status, :run, :created_at, :concurrency, :destination,
+        :started_at, :lease_owner, :lease_token, :lease_expires);
 
 -- name: insert_job
 INSERT INTO jobs (batch_id, idx, namespace, action, params, job_key, depends_on) VALUES (?, ?, ?, ?, ?, ?, ?);
@@ -204,6 +207,18 @@ RETURNING CASE WHEN cancel_requested_at IS NOT NULL THEN id END;
 -- name: insert_delivery
 INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination)
 SELECT :id, id, callback_url, 'pending', :now, :now, destination FROM batches WHERE id = :batch_id;
+
+-- name: insert_leased_delivery
+-- A completed batch's callback handed to this process's delivery loop: leased as a claim leaves it
+-- (next_at is the lease's end), and returned as lease_delivery returns it.
+INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination, lease_token)
+SELECT :id, id, callback_url, 'pending', :until, :now, destination, :token FROM batches WHERE id = :batch_id
+RETURNING id, batch_id, url, body, attempts, destination,
+          (SELECT k.webhook_secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = :batch_id),
+          (SELECT k.secret FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = :batch_id),
+          (SELECT CASE WHEN k.webhook_previous_until > :now THEN k.webhook_secret_previous END
+           FROM batches b JOIN api_keys k ON k.key = b.key WHERE b.id = :batch_id),
+          (SELECT b.created_at FROM batches b WHERE b.id = :batch_id);
 
 -- name: recent_deliveries
 SELECT created_at FROM deliveries WHERE batch_id = :batch_id AND created_at >= :since ORDER BY created_at;
