@@ -103,6 +103,7 @@ class ClaimLoop(ABC):
         self._stopping = False
         self.store_health = StoreHealth(type(self).__name__)
         self._reserved = 0  # slots handed out and not yet taken or closed
+        self._room = 0  # how many more items the last round admitted than it found to claim
         # Whether the store may hold due items this loop has not looked for since: while it may,
         # new items are not handed over (they would pass the older ones by), they are claimed.
         self._backlog = True
@@ -122,12 +123,15 @@ class ClaimLoop(ABC):
 
     def _slot(self, owner: str, lease_s: float, start: Callable[[T], None]) -> Slot[T] | None:
         """Room for one item handed over now, or None: this loop is stopping, has items waiting in
-        the store to claim first, or has no room now (its capacity, or what `_admit` allows)."""
-        if self._stopping or self._backlog:
+        the store to claim first, or has no room now. Items handed over take the room the last
+        round admitted and found nothing to claim for, and only while `_admit` still allows one:
+        what a loop takes, it takes at the pace its admission sets, claimed or handed over."""
+        if self._stopping or self._backlog or self._room <= 0:
             return None
         free = self._free()
         if free <= 0 or self._admit(free) <= 0:
             return None
+        self._room -= 1
         self._reserved += 1
         return Slot(self, owner, lease_s, start)
 
@@ -160,6 +164,7 @@ class ClaimLoop(ABC):
             free = self._free()
             admitted = self._admit(free) if free > 0 else 0
             started = await self._start(admitted) if admitted > 0 else 0
+            self._room = admitted - started
             if started and started == free:
                 continue  # there may be more waiting
             wait_s = self.poll_s if self._tasks else await self._idle_wait_s_safe()

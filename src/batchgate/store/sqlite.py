@@ -64,6 +64,7 @@ from batchgate.store.base import (
     job_result_from_row,
     job_view_from_row,
     lease_from_rows,
+    new_token,
     worker_view_from_row,
 )
 
@@ -451,7 +452,7 @@ class SQLiteStore(Store):
     ) -> list[Lease]:
         claim = {
             "owner": owner,
-            "claim": secrets.token_hex(8),
+            "claim": new_token()[:24],  # each batch's token: this and its id (see claim_batches)
             "until": now + lease_s,
             "now": now,
             "limit": limit,
