@@ -15,7 +15,7 @@ from typing import Any
 
 KIND_ORDER = ("noop", "io10", "http")
 ALL_SYSTEMS = (
-    "BG-S", "BG-SC", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T", "ARQ-TF",
+    "BG-S", "BG-S0", "BG-SC", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T", "ARQ-TF",
     "SAQ-D", "SAQ-T", "PRO-D", "PRO-T",
 )  # fmt: skip
 
@@ -74,6 +74,9 @@ class Plan:
     concurrent_shapes: list[str] | None = field(
         default_factory=lambda: ["noop burst", "io10 burst", "io10 solo", "http burst", "http solo"]
     )
+    # BG-S0 (BG-S with metrics and info logs off) where observability could cost: the noop burst
+    # and `run`, compared with BG-S's
+    unobserved_shapes: list[str] | None = field(default_factory=lambda: ["noop burst", "noop run"])
     batches: int = 50
     jobs_per_batch: int = 200
     solo_batches: int = 30
@@ -152,6 +155,7 @@ class Plan:
         only = self.durable_shapes if system.endswith("F") else None
         only = self.defaults_shapes if system.endswith("-D") else only
         only = self.concurrent_shapes if system == "BG-SC" else only
+        only = self.unobserved_shapes if system == "BG-S0" else only
         if only is not None and f"{kind} {shape}" not in only:
             return False
         return shape != "run" or system.startswith("BG")

@@ -163,9 +163,10 @@ def _ms(value: float) -> str:
 def targets(
     rows: Sequence[dict[str, Any]], limits: dict[str, Any], *, jobs_per_batch: int | None = None
 ) -> list[dict[str, Any]]:
-    """Issue 13's targets (and issue 5's memory target), as ratios of medians measured in this run;
-    whether met is reported only. BG-S is batchgate at its defaults (a batch's jobs in order); BG-SC
-    the same whose bodies ask for `"concurrency": 50`."""
+    """Issue 13's targets (and issue 11's observability cost, issue 5's memory target), as ratios of
+    medians measured in this run; whether met is reported only. BG-S is batchgate at its defaults (a
+    batch's jobs in order); BG-SC the same whose bodies ask for `"concurrency": 50`; BG-S0 BG-S with
+    metrics and info logs off."""
 
     def median(system: str, kind: str, shape: str, metric: str) -> float | None:
         return _median(rows, system, kind, shape, metric)
@@ -236,6 +237,14 @@ def targets(
         "measured by bench/scaleout (each process in a cgroup with a CPU quota) instead"
     )
     found.append(_target("noop burst jobs/s, PostgreSQL 2 workers / 1 worker", ratio, REPORTED, basis))
+    # issue 11: what metrics and JSON logs cost, against BG-S0 (the same with them off)
+    basis = "BG-S (metrics, JSON info logs, admin listener scraped) / BG-S0 (metrics no-ops, warnings only)"
+    for shape, metric, label in (
+        ("burst", "jobs_per_s", "noop burst jobs/s"),
+        ("run", "calls_per_s", "run calls/s"),
+    ):
+        ratio = _ratio(median("BG-S", "noop", shape, metric), median("BG-S0", "noop", shape, metric))
+        found.append(_target(f"{label} with observability on / off", ratio, ">= 0.9", basis))
     rss = median("BG-S", "noop", "burst", "serve_peak_rss_mb")
     name = "peak RSS of `batchgate serve` during the noop burst (MB)"
     found.append(_target(name, rss, "< 150", "BG-S, sampled every 100 ms"))

@@ -127,12 +127,16 @@ def run_harness(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
 
 
 def test_a_tiny_run_passes_the_gate_and_writes_the_report(tmp_path: Path) -> None:
-    code, report, markdown = run_harness(tmp_path, "--systems", "BG-S,BG-SC")
+    code, report, markdown = run_harness(tmp_path, "--systems", "BG-S,BG-S0,BG-SC")
     cells = report["cells"]
     assert code == 0, [cell["gate"] for cell in cells]
     assert {(cell["system"], cell["shape"]) for cell in cells} == {
-        ("BG-S", "burst"), ("BG-S", "solo"), ("BG-SC", "burst")  # BG-SC: the noop burst only
+        ("BG-S", "burst"), ("BG-S", "solo"), ("BG-S0", "burst"), ("BG-SC", "burst")  # the noop burst only
     }  # fmt: skip
+    unobserved = [cell for cell in cells if cell["system"] == "BG-S0"]
+    cells = [cell for cell in cells if cell["system"] != "BG-S0"]
+    # BG-S0 passes the same gate, with no admin listener to scrape
+    assert [(cell["gate"]["ok"], cell["service_metrics"]) for cell in unobserved] == [(True, None)]
     plan = report["plan"]
     for cell in cells:
         assert cell["gate"]["ok"], cell["gate"]
@@ -148,7 +152,34 @@ def test_a_tiny_run_passes_the_gate_and_writes_the_report(tmp_path: Path) -> Non
         assert cell.get("run_options") == ({"concurrency": 50} if cell["system"] == "BG-SC" else None)
     assert "| BG-S |" in markdown
     assert "| BG-SC |" in markdown
+    assert "| BG-S0 |" in markdown
     assert "VOID" not in markdown
+
+
+def test_bg_s0_runs_batchgate_with_every_metric_update_a_no_op() -> None:
+    script = (
+        "from bench.suite.unobserved import silence; silence()\n"
+        "from batchgate import metrics\n"
+        "metrics.JOBS.labels(outcome='succeeded', action='test.ping', account='').inc()\n"
+        "metrics.JOB_SECONDS.labels(action='test.ping').observe(0.5)\n"
+        "metrics.LOOP_LAG.set(3)\n"
+        "print(metrics.REGISTRY.get_sample_value('batchgate_job_duration_seconds_count',"
+        " {'action': 'test.ping'}), metrics.REGISTRY.get_sample_value('batchgate_event_loop_lag_seconds'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["None", "0.0"], done.stdout + done.stderr
+    systems = {system.id: system for system in all_systems()}
+    assert getattr(systems["BG-S0"], "observed", None) is False
+    assert getattr(systems["BG-S"], "observed", None) is True
 
 
 def test_a_tiny_run_with_a_duplicated_callback_is_void(tmp_path: Path) -> None:
@@ -214,6 +245,7 @@ def test_the_plan_has_io10_solo_for_every_compared_system_and_bg_sc_where_concur
         ("noop", "burst"), ("io10", "burst"), ("io10", "solo"), ("http", "burst"), ("http", "solo")
     }  # fmt: skip
     assert ("io10", "solo") not in shapes["ARQ-D"] | shapes["CEL-TF"]  # -D and -TF: noop only
+    assert shapes["BG-S0"] == {("noop", "burst"), ("noop", "run")}  # where observability could cost
     quick = Plan.preset("quick")
     assert quick.shapes["io10"] == ["burst", "solo"] and quick.solo_batches == 5
     quick_cells = quick.cells(quick.systems)
@@ -252,6 +284,8 @@ def test_the_targets_are_ratios_of_made_up_medians() -> None:
         _row("SAQ-T", "io10", "burst", jobs_per_s=1200),
         _row("BG-P1", "noop", "burst", jobs_per_s=4000),
         _row("BG-P2", "noop", "burst", jobs_per_s=3000),  # 0.75, reported
+        _row("BG-S0", "noop", "burst", jobs_per_s=10500),  # 10000 / 10500 = 0.952
+        _row("BG-S0", "noop", "run", calls_per_s=4000),  # 3000 / 4000 = 0.75: not met
     ]
     limits_found = {
         "sqlite_wal_full_1_row": {"tx_per_s": 5000, "rows_per_s": 5000},  # a commit: 0.2 ms
@@ -288,7 +322,9 @@ def test_the_targets_are_ratios_of_made_up_medians() -> None:
     check("io10 burst jobs/s, BG-S / the best tuned peer", 2.8, "reported", None)
     scale = check("noop burst jobs/s, PostgreSQL 2 workers / 1 worker", 0.75, "reported", None)
     assert "bench/scaleout" in scale["basis"]
+    check("noop burst jobs/s with observability on / off", 0.952, ">= 0.9", True)  # rounded
+    check("run calls/s with observability on / off", 0.75, ">= 0.9", False)
     check("peak RSS of `batchgate serve` during the noop burst (MB)", 90, "< 150", True)
-    assert len(found) == 18
+    assert len(found) == 20
     # nothing measured: every value None, every goal's `met` None
     assert all(t["value"] is None and t["met"] is None for t in report_module.targets([], {}))

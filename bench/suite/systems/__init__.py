@@ -12,6 +12,7 @@ def all_systems() -> list[System]:
     """Every system, in report order; `--systems` picks among their ids."""
     return [
         BatchgateSystem("BG-S", database="sqlite", workers=0),
+        BatchgateSystem("BG-S0", database="sqlite", workers=0, observed=False),
         BatchgateSystem("BG-SC", database="sqlite", workers=0, concurrency=50),
         BatchgateSystem("BG-P1", database="postgres", workers=1),
         BatchgateSystem("BG-P2", database="postgres", workers=2),

@@ -15,6 +15,9 @@ process has its admin listener on a loopback port, behind an admin token (`serve
 raised, not turned off: the per-account rate limit (1,000 requests/s, a burst of 2,000), which the
 `run` measurement (2,000 one-job batches from one account, as fast as they are answered) would
 otherwise measure instead of batchgate.
+
+BG-S0 is BG-S with that observability off, to measure what it costs: its metrics are no-ops
+(bench/suite/unobserved.py), it logs warnings only, in text, and it has no admin listener.
 """
 
 from __future__ import annotations
@@ -91,11 +94,14 @@ def parse_counters(text: str) -> dict[str, float]:
 class BatchgateSystem(System):
     family = "batchgate"
 
-    def __init__(self, system_id: str, *, database: str, workers: int, concurrency: int = 1) -> None:
+    def __init__(
+        self, system_id: str, *, database: str, workers: int, concurrency: int = 1, observed: bool = True
+    ) -> None:
         super().__init__(system_id, run_options={"concurrency": concurrency} if concurrency > 1 else None)
         self.database = database  # sqlite | postgres
         self.workers = workers  # 0: the worker runs inside `serve`
         self.concurrency = concurrency  # the `concurrency` of its run bodies (1: batchgate's default)
+        self.observed = observed  # False: no metrics, warnings-only text logs, no admin listener
         # batches each worker runs at once: at most MAX_IN_FLIGHT jobs in flight in all
         self.max_batches = max(1, MAX_IN_FLIGHT // (max(workers, 1) * concurrency))
         self.admin_token = ""
@@ -108,6 +114,7 @@ class BatchgateSystem(System):
     @property
     def label(self) -> str:
         concurrent = f", concurrency {self.concurrency}" if self.concurrency > 1 else ""
+        concurrent += "" if self.observed else ", metrics and info logs off"
         if self.workers == 0:
             return f"batchgate on {self.database}, 1 process{concurrent}"
         workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
@@ -148,7 +155,10 @@ class BatchgateSystem(System):
         key = orjson.loads(created)
         self.key, self.secret = key["key"], key["secret"]
         common = ["--db", self.db, "--callback-allow", "127.0.0.1"]
-        common += ["--log-level", LOG_LEVEL, "--log-format", "json"]
+        if self.observed:
+            common += ["--log-level", LOG_LEVEL, "--log-format", "json"]
+        else:
+            common += ["--log-level", "warning", "--log-format", "text"]
         if env.gateway_config:
             config = env.work_dir / "batchgate.toml"
             config.write_text(gateway_config_toml(env.stub_url))
@@ -164,18 +174,23 @@ class BatchgateSystem(System):
         self.url = f"http://127.0.0.1:{port}"
         self.metrics_urls = {}
         api = "serve" if self.workers == 0 else "api"
-        admin_port = procs.free_port()
-        self.metrics_urls[api] = f"http://127.0.0.1:{admin_port}/metrics"
-        serve = [procs.BATCHGATE, "serve", "--port", str(port), "--admin-port", str(admin_port), *common]
-        serve += ["--rate-limit", str(RATE_LIMIT)]
+        # BG-S0's processes run batchgate's command with every metric update a no-op
+        program = [procs.BATCHGATE] if self.observed else [procs.PYTHON, "-m", "bench.suite.unobserved"]
+        serve = [*program, "serve", "--port", str(port), *common, "--rate-limit", str(RATE_LIMIT)]
+        if self.observed:
+            admin_port = procs.free_port()
+            self.metrics_urls[api] = f"http://127.0.0.1:{admin_port}/metrics"
+            serve += ["--admin-port", str(admin_port)]
         if self.workers == 0:
             self._spawn(env, "serve", serve, extra_env)
         else:
             self._spawn(env, "api", [*serve, "--no-worker"], extra_env)
             for n in range(1, self.workers + 1):
-                metrics_port = procs.free_port()
-                self.metrics_urls[f"worker{n}"] = f"http://127.0.0.1:{metrics_port}/metrics"
-                argv = [procs.BATCHGATE, "worker", "--metrics-port", str(metrics_port), *common]
+                argv = [*program, "worker", *common]
+                if self.observed:
+                    metrics_port = procs.free_port()
+                    self.metrics_urls[f"worker{n}"] = f"http://127.0.0.1:{metrics_port}/metrics"
+                    argv += ["--metrics-port", str(metrics_port)]
                 self._spawn(env, f"worker{n}", argv, extra_env)
         await self._wait_http(api, self.url + "/healthz")
 
@@ -230,12 +245,21 @@ class BatchgateSystem(System):
             "max_batches_per_worker": self.max_batches,
             "run_options": self.run_options or None,
             "options": (
-                f"defaults, plus --callback-allow 127.0.0.1 --log-format json (level {LOG_LEVEL})"
-                f"{max_batches}, an admin listener (serve --admin-port, worker --metrics-port, "
-                f"admin token), --rate-limit {RATE_LIMIT} (raised from 1000)"
+                (
+                    f"defaults, plus --callback-allow 127.0.0.1 --log-format json (level {LOG_LEVEL})"
+                    f"{max_batches}, an admin listener (serve --admin-port, worker --metrics-port, "
+                    f"admin token), --rate-limit {RATE_LIMIT} (raised from 1000)"
+                    if self.observed
+                    else f"defaults, plus --callback-allow 127.0.0.1 --log-level warning{max_batches}, "
+                    f"--rate-limit {RATE_LIMIT} (raised from 1000), every metric update a no-op"
+                )
                 + (f"; run bodies add {orjson.dumps(self.run_options).decode()}" if self.run_options else "")
             ),
-            "features": "replay protection, per-account quotas (rate limit raised), /metrics, JSON logs",
+            "features": (
+                "replay protection, per-account quotas (rate limit raised), /metrics, JSON logs"
+                if self.observed
+                else "replay protection, per-account quotas (rate limit raised); no metrics, no info logs"
+            ),
             "durability": durability,
             "postgres": self._pg_info or None,
         }
