@@ -17,7 +17,7 @@ raised, not turned off: the per-account rate limit (1,000 requests/s, a burst of
 otherwise measure instead of batchgate.
 
 BG-S0 is BG-S with that observability off, to measure what it costs: its metrics are no-ops
-(bench/suite/unobserved.py), it logs warnings only, in text, and it has no admin listener.
+(bench/suite/unobserved.py), it logs warnings only, to the console, and it has no admin listener.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class BatchgateSystem(System):
         if self.observed:
             common += ["--log-level", LOG_LEVEL, "--log-format", "json"]
         else:
-            common += ["--log-level", "warning", "--log-format", "text"]
+            common += ["--log-level", "warning", "--log-format", "console"]
         if env.gateway_config:
             config = env.work_dir / "batchgate.toml"
             config.write_text(gateway_config_toml(env.stub_url))
