@@ -111,6 +111,8 @@ class Service:
         if self.settings.otel:
             tracing.setup()
         await self.store.open()
+        for advice in self.store.advice():
+            log.warning(advice)
         await self.store.check_vault()
         await self.app.startup()
         if self.worker is None or self.deliverer is None:

@@ -25,7 +25,7 @@ from batchgate.models import (
 from batchgate.protocol.results import results_body
 from batchgate.store import Store, StoreUnavailable, open_store, sql
 from batchgate.store.base import Change
-from batchgate.store.postgres import PostgresStore
+from batchgate.store.postgres import AUTOVACUUM_OFF, PostgresStore
 
 import pg
 from support import submit
@@ -600,6 +600,26 @@ async def test_many_stores_opening_an_empty_database_at_once_migrate_it_once(pg_
         assert len(await stores[-1].list_keys()) == 1
     finally:
         await asyncio.gather(*(store.close() for store in stores))
+
+
+@pytest.mark.postgres
+async def test_the_queue_tables_leave_room_for_updates_and_an_autovacuum_left_off_is_advised(
+    pg_url: str,
+) -> None:
+    store = PostgresStore(pg_url, result_ttl_s=3600, pool_size=1)
+    await store.open()
+    try:
+        query = "SELECT relname, reloptions FROM pg_class WHERE relname = ANY($1::text[])"
+        rows = await pg.fetch(pg_url, query, ["batches", "deliveries", "jobs"])
+        options = {row["relname"]: set(row["reloptions"] or []) for row in rows}
+        assert {"fillfactor=70", "autovacuum_vacuum_scale_factor=0.01"} <= options["batches"]
+        assert {"fillfactor=70", "autovacuum_vacuum_scale_factor=0.01"} <= options["deliveries"]
+        assert "autovacuum_vacuum_scale_factor=0.02" in options["jobs"]
+        # the server's own setting, whichever this server has (the CI machine's is off)
+        [row] = await pg.fetch(pg_url, "SELECT current_setting('autovacuum')::bool AS on")
+        assert store.advice() == ([] if row["on"] else [AUTOVACUUM_OFF])
+    finally:
+        await store.close()
 
 
 @pytest.mark.postgres

@@ -276,6 +276,10 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    def advice(self) -> list[str]:
+        """What an operator should change in the database's own settings, found when it opened."""
+        return []
+
     async def listen(
         self,
         *,

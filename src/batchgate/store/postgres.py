@@ -86,6 +86,10 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,  # a statement outlived command_timeout_s
 )
 CLOCK_SYNC_S = 300.0  # how often a worker reads the database's clock again
+AUTOVACUUM_OFF = (
+    "PostgreSQL's autovacuum is off: batchgate's queue tables keep every dead row version, and "
+    "claiming work slows down under sustained load until someone runs VACUUM; turn autovacuum on"
+)
 
 
 def wrap_exceptions(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -128,6 +132,7 @@ class PostgresStore(Store):
         self.listen_check_s = listen_check_s
         self._pool: Any = None  # asyncpg.Pool, once open
         self._listener: Listener | None = None
+        self._autovacuum = True  # the server's setting, read at open
 
     # lifecycle -------------------------------------------------------------
     @wrap_exceptions
@@ -144,11 +149,15 @@ class PostgresStore(Store):
             async with pool.acquire() as conn:
                 applied = await self._migrate(conn)
                 await self._sync_clock(conn)
+                self._autovacuum = bool(await conn.fetchval(Q["autovacuum_on"]))
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
         return applied
+
+    def advice(self) -> list[str]:
+        return [] if self._autovacuum else [AUTOVACUUM_OFF]
 
     def _database_time(self) -> float:
         """The database server's clock, read through this host's monotonic clock.

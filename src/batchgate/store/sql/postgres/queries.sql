@@ -24,6 +24,9 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 -- name: ping
 SELECT 1;
 
+-- name: autovacuum_on
+SELECT current_setting('autovacuum')::bool;
+
 -- keys -------------------------------------------------------------------------
 
 -- name: insert_key
