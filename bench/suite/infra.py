@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,30 @@ async def pg_info(admin_url: str) -> dict[str, Any]:
     finally:
         await conn.close()
     return info
+
+
+@contextlib.asynccontextmanager
+async def pg_server_settings(admin_url: str, settings: dict[str, str]) -> AsyncIterator[dict[str, str]]:
+    """Server settings that a reload applies, for the length of a run (ALTER SYSTEM, then reset, so
+    that the configuration files' values apply again); yields the values they replaced."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        previous = {name: str(await conn.fetchval(f"SHOW {name}")) for name in settings}
+        for name, value in settings.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+    try:
+        yield previous
+    finally:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            for name in settings:
+                await conn.execute(f"ALTER SYSTEM RESET {name}")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
 
 
 async def pg_pids(admin_url: str, url: str) -> list[int]:

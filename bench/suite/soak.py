@@ -37,7 +37,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.suite import gate, loadgen, modes, procstat
+from bench.suite import gate, infra, loadgen, modes, procstat
 from bench.suite.deployment import Deployment
 from bench.suite.metrics import batch_metrics, percentile
 from bench.suite.receiver import Arrival, Receiver
@@ -522,7 +522,13 @@ async def run(plan: SoakPlan, args: argparse.Namespace) -> int:
             "systems": [],
         }
         for system in plan.systems:
-            data["systems"].append(await soak_system(plan, env, receiver, system))
+            if system == "postgres":
+                # as PostgreSQL runs in production: this machine's server may have autovacuum off
+                async with infra.pg_server_settings(env.infra.pg_url, PG_SETTINGS) as replaced:
+                    data["meta"]["postgres_settings"] = {"set": PG_SETTINGS, "replaced": replaced}
+                    data["systems"].append(await soak_system(plan, env, receiver, system))
+            else:
+                data["systems"].append(await soak_system(plan, env, receiver, system))
             data["meta"]["duration_s"] = round(time.monotonic() - started, 1)
             modes.checkpoint(data, where)
         data["meta"]["finished_at"] = modes.now()
@@ -628,9 +634,12 @@ def _over_time(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+PG_SETTINGS = {"autovacuum": "on"}  # PostgreSQL's default, which a queue's tables rely on
 METHOD = [
     "Each system starts on a fresh database (a SQLite file, or a PostgreSQL database created and dropped) "
     "with batchgate's defaults plus --callback-allow 127.0.0.1 --log-level warning.",
+    "PostgreSQL runs with autovacuum on, its default, as production runs it: set for the PostgreSQL soak "
+    "with ALTER SYSTEM and reset after it (the JSON's meta.postgres_settings has what it replaced).",
     "The peak: the submit batches/s of a burst of the soak's own batches from 8 connections (every one "
     "called back and gated before the soak starts). The soak sends at --fraction of it (or --rate). Its "
     "end-to-end rate (first submit to last callback) is shown beside it: a soak faster than that cannot "
