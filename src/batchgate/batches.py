@@ -45,7 +45,7 @@ from batchgate.store.base import (
     SubmitOutcome,
     Usage,
 )
-from batchgate.workflow import InvalidGraph, dependencies
+from batchgate.workflow import REF_MARK, InvalidGraph, dependencies
 
 MAX_JOBS = 200
 MAX_JOB_ID = 100  # characters of a job's "id"
@@ -112,22 +112,34 @@ def parse_jobs(params: Any) -> list[JobSpec]:
             specific_code=errors.TOO_MANY_JOBS,
         )
     parsed = [_parse_job(i, job) for i, job in enumerate(jobs)]
-    ids = [job_id for job_id, _, _, _ in parsed]
+    if not any(job.key is not None or job.waits or REF_MARK in job.text for job in parsed):
+        return [JobSpec(job.namespace, job.action, job.text) for job in parsed]  # no workflow
+    ids = [job.key for job in parsed]
     duplicates = sorted({job_id for job_id in ids if job_id is not None and ids.count(job_id) > 1})
     if duplicates:
         raise _job_format(f"the id {duplicates[0]!r} is given to more than one job")
     try:
-        graph = dependencies(ids, [waits for _, waits, _, _ in parsed], [p for _, _, p, _ in parsed])
+        graph = dependencies(ids, [job.waits for job in parsed], [job.params for job in parsed])
     except InvalidGraph as exc:
         raise _job_format(str(exc)) from None
     return [
-        JobSpec(spec.namespace, spec.action, spec.params, job_id, deps)
-        for (job_id, _, _, spec), deps in zip(parsed, graph, strict=True)
+        JobSpec(job.namespace, job.action, job.text, job.key, deps)
+        for job, deps in zip(parsed, graph, strict=True)
     ]
 
 
-def _parse_job(index: int, job: Any) -> tuple[str | None, list[str], Any, JobSpec]:
-    """(id, dependsOn, params, the spec without its graph) of one job."""
+@dataclass(frozen=True, slots=True)
+class _ParsedJob:
+    namespace: str
+    action: str
+    params: Any
+    text: str  # the params as stored
+    key: str | None  # the job's "id"
+    waits: list[str]  # its "dependsOn"
+
+
+def _parse_job(index: int, job: Any) -> _ParsedJob:
+    """One job's shape, before the graph the batch's jobs make is checked."""
     if not isinstance(job, dict):
         raise _job_format(f"job {index} is not an object")
     for key in ("namespace", "action"):
@@ -144,13 +156,13 @@ def _parse_job(index: int, job: Any) -> tuple[str | None, list[str], Any, JobSpe
     if job_id is not None and not _is_name(job_id, MAX_JOB_ID):
         raise _job_format(f"job {index} 'id' must be a string of 1 to {MAX_JOB_ID} printable characters")
     waits = job.get("dependsOn", [])
-    if not isinstance(waits, list) or not all(isinstance(w, str) for w in waits):
+    if not isinstance(waits, list) or (waits and not all(isinstance(w, str) for w in waits)):
         raise _job_format(f"job {index} 'dependsOn' must be an array of job ids")
     try:
         text = orjson.dumps(params).decode()
     except orjson.JSONEncodeError as exc:  # nested deeper than JSON is written
         raise _job_format(f"job {index} 'params' cannot be stored: {exc}") from None
-    return job_id, waits, params, JobSpec(job["namespace"], job["action"], text)
+    return _ParsedJob(job["namespace"], job["action"], params, text, job_id, waits)
 
 
 def _async_id(params: dict[str, Any]) -> str:

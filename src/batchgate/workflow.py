@@ -20,6 +20,7 @@ from typing import Any
 import jsonpointer
 
 REF = "$ref"
+REF_MARK = '"$ref"'  # in the JSON text of params that hold a reference
 POINTER = "pointer"
 
 

@@ -10,18 +10,21 @@ MAX_DEPTH = 64
 
 
 def nested_deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether arrays and objects nest in `value` more than `limit` levels (walked without
-    recursion, so no input can exhaust the stack)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
+    """Whether arrays and objects nest in `value` (as orjson decodes JSON) more than `limit`
+    levels: walked a level at a time, without recursion, so no input can exhaust the stack."""
+    level = [value]
+    for _ in range(limit):
+        children: list[Any] = []
+        for node in level:
+            kind = type(node)
+            if kind is dict:
+                children.extend(node.values())
+            elif kind is list:
+                children.extend(node)
+        if not children:
+            return False
+        level = children
+    return any(type(node) is dict or type(node) is list for node in level)
 
 
 def may_nest_deeper_than(body: bytes, limit: int = MAX_DEPTH) -> bool:
