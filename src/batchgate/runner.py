@@ -36,7 +36,7 @@ from batchgate.protocol.errors import (
 )
 from batchgate.protocol.nesting import MAX_DEPTH, nested_deeper_than
 from batchgate.store import Store
-from batchgate.workflow import Unresolved, references, resolve
+from batchgate.workflow import REF_MARK, Unresolved, references, resolve
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,9 @@ class BatchRun:
         self.outcomes: dict[int, JobOutcome] = dict(lease.outcomes)
         self.responses: dict[int, Any] = {}  # decoded responses that other jobs' references point into
         self.running: dict[asyncio.Task[Finished], int] = {}
+        self._task: asyncio.Task[Any] | None = None  # running the jobs one at a time
+        self._in_this_task: int | None = None  # the job it runs
+        self._stopped_in_this_task = False  # cancelled by the client's cancel
         self.cancelled = asyncio.Event()
         action_of = {index: app.metric_label(job.namespace, job.action) for index, job in lease.jobs.items()}
         self.recorder = Recorder(
@@ -161,7 +164,6 @@ class BatchRun:
         )
         self.refers = referenced_jobs(lease.jobs, lease.keys)  # job -> the jobs its references point into
         self.referenced = {target for targets in self.refers.values() for target in targets}
-        self._woken = asyncio.Event()
 
     @property
     def batch_id(self) -> str:
@@ -176,7 +178,11 @@ class BatchRun:
             job = self.lease.jobs[index]
             if self.app.cancellable(job.namespace, job.action):
                 task.cancel()
-        self._woken.set()
+        if self._in_this_task is not None and self._task is not None:
+            job = self.lease.jobs[self._in_this_task]
+            if self.app.cancellable(job.namespace, job.action):
+                self._stopped_in_this_task = True
+                self._task.cancel()
 
     def _completed(self, handed_over: bool) -> None:
         status = BatchStatus.CANCELLED if self.recorder.cancelled_jobs else BatchStatus.COMPLETE
@@ -192,14 +198,10 @@ class BatchRun:
         else:
             await self._load_referenced_responses()
         try:
-            while not self.stopping():
-                self.recorder.check()
-                if not self.cancelled.is_set():
-                    self._start_ready_jobs()
-                if not self.running:
-                    break  # every job finished, or cancelled with nothing left running
-                await self._wait_for_a_job()
-            await self._drain_finished()
+            if self.lease.concurrency == 1:
+                await self._run_one_at_a_time()
+            else:
+                await self._run_concurrently()
         except BaseException:  # taken away, or the worker's stop ran out of grace: nothing left behind
             for task in self.running:
                 task.cancel()
@@ -209,38 +211,86 @@ class BatchRun:
             await self._finish_cancelled()
 
     # scheduling ------------------------------------------------------------
-    def _start_ready_jobs(self) -> None:
-        """Starts ready jobs in index order while there is room; a job whose dependency failed is
-        answered at once, which may settle jobs before it in turn, so passes repeat until none does."""
+    async def _run_one_at_a_time(self) -> None:
+        """Concurrency 1 (the default): each job runs in this task, not in one of its own, which
+        for fast jobs is most of what a job costs; a cancel stops it by cancelling this task."""
+        self._task = asyncio.current_task()
+        while not self.stopping() and not self.cancelled.is_set():
+            self.recorder.check()
+            ready = self._take_ready(1)
+            if not ready:
+                break  # every job finished
+            index, job = ready[0]
+            self.parked = self.app.busy(job.namespace)
+            if self.parked:
+                self.on_parked()
+            self._finished(await self._run_in_this_task(index, job))
+            self.parked = False
+            await asyncio.sleep(0)  # a job that never awaits must not keep other batches and the API waiting
+
+    async def _run_in_this_task(self, index: int, job: JobSpec) -> Finished:
+        self._in_this_task = index
+        try:
+            return await self._run_job(index, job)
+        except asyncio.CancelledError:
+            if not self._stopped_in_this_task:
+                raise  # the worker's stop, not the client's cancel
+            return Finished(index, STOPPED_CANCELLED, JobOutcome.CANCELLED, time.time())
+        finally:
+            self._in_this_task = None
+            if self._stopped_in_this_task and self._task is not None:
+                self._stopped_in_this_task = False
+                self._task.uncancel()  # the cancel was for the job, not for the batch
+
+    async def _run_concurrently(self) -> None:
+        """Up to `concurrency` jobs at once, each in a task of its own."""
+        while not self.stopping():
+            self.recorder.check()
+            if not self.cancelled.is_set():
+                for index, job in self._take_ready(self.lease.concurrency - len(self.running)):
+                    self.running[asyncio.create_task(self._run_job(index, job))] = index
+            if not self.running:
+                break  # every job finished, or cancelled with nothing left running
+            await self._wait_for_a_job()
+        await self._drain_finished()
+
+    def _take_ready(self, room: int) -> list[tuple[int, JobSpec]]:
+        """Up to `room` jobs ready to start, in index order, taken from those pending. A job whose
+        dependency failed is answered at once, which may settle jobs before it in turn, so passes
+        repeat until none does."""
+        ready: list[tuple[int, JobSpec]] = []
         settled = True
-        while settled:
+        while settled and len(ready) < room:
             settled = False
-            for index, job in list(self.pending.items()):
-                if len(self.running) >= self.lease.concurrency:
-                    return
+            taken: list[int] = []
+            for index, job in self.pending.items():
+                if len(ready) >= room:
+                    break
                 if not all(dep in self.outcomes for dep in job.depends_on):
                     continue
-                del self.pending[index]
+                taken.append(index)
                 failed = [dep for dep in job.depends_on if self.outcomes[dep] is not JobOutcome.SUCCEEDED]
                 if failed:
                     self._finished(self._dependency_failed(index, failed[0]))
                     settled = True
-                    continue
-                self.running[asyncio.create_task(self._run_job(index, job))] = index
+                else:
+                    ready.append((index, job))
+            for index in taken:
+                del self.pending[index]
+        return ready
 
     async def _wait_for_a_job(self) -> None:
-        self._woken.clear()
-        woken = asyncio.create_task(self._woken.wait())
+        # A cancel needs no wake-up of its own: it stops what can be stopped, which then finishes,
+        # and what cannot be stopped is waited for anyway. Waiting for a task always yields to the
+        # loop, so a job that never awaits cannot keep other batches and the API waiting.
         self.parked = all(self.app.busy(self.lease.jobs[index].namespace) for index in self.running.values())
         if self.parked:
             self.on_parked()
         try:
-            await asyncio.wait([*self.running, woken], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            woken.cancel()
             self.parked = False
         self._collect_done()
-        await asyncio.sleep(0)  # a job that never awaits must not keep other batches and the API waiting
 
     def _collect_done(self) -> None:
         for task in [task for task in self.running if task.done()]:
@@ -348,7 +398,7 @@ def referenced_jobs(jobs: dict[int, JobSpec], keys: dict[str, int]) -> dict[int,
     """For each job whose params hold references, the indexes of the jobs they point into."""
     found: dict[int, list[int]] = {}
     for index, job in jobs.items():
-        if '"$ref"' not in job.params:  # the common case: no need to decode
+        if REF_MARK not in job.params:  # the common case: no need to decode
             continue
         targets = [keys[ref.job] for ref in references(orjson.loads(job.params)) if ref.job in keys]
         if targets:

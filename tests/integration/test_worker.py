@@ -223,6 +223,30 @@ async def test_stop_finishes_the_current_job_and_hands_the_rest_back(store: Stor
     assert (lease.batch_id, lease.done) == (batch.id, 1)
 
 
+async def test_a_stop_out_of_grace_stops_the_job_in_flight_without_answering_it(store: Store) -> None:
+    """A job of a sequential batch runs in the batch's own task: the worker's stop cancels it, and
+    that is not the client's cancel, so the job is not answered and the batch resumes elsewhere."""
+    key = await store.create_key("acme")
+    batch = await submit(store, key, [JobSpec("rec", "hang", "{}"), *jobs(2)], None)
+    app = recording_app([])
+    entered = asyncio.Event()
+
+    @app.action("rec", "hang")
+    async def hang() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    worker = Worker(store, app, lease_s=60)
+    running = asyncio.create_task(worker.run())
+    await entered.wait()
+    await worker.stop(grace_s=0.1)
+    await running
+    [lease] = await store.claim_batches("next", limit=1, lease_s=5)
+    assert (lease.batch_id, lease.done, lease.outcomes) == (batch.id, 0, {})
+    stored = await store.get_batch("acme", batch.id)
+    assert stored is not None and stored.status is BatchStatus.RUNNING
+
+
 async def test_fast_jobs_share_writes_and_every_response_is_recorded_in_order(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
