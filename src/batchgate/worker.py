@@ -69,13 +69,17 @@ class Worker(ClaimLoop):
     def _admit(self, free: int) -> int:
         """Takes batches in step with what this process can run: while it has room, at most as many
         again as it runs (one to begin with), and none while it is busy, unless it runs none.
-        (A batch offered room at submit counts as running.)"""
+        (A batch offered room at submit counts as running.) On a store only one host uses, no
+        other host's worker could run what this one leaves, so it takes all it has room for: the
+        more batches run together, the more of their writes share a commit."""
         running = len(self._runs) + self._reserved - self._parked()
         if running <= 0:
             return 1
-        if self.load.busy or self.app.threads_full:
+        if self.app.threads_full:
             return 0
-        return min(free, running)
+        if self.store.one_host:
+            return free
+        return 0 if self.load.busy else min(free, running)
 
     def offer(self, namespace: str) -> Slot[Lease] | None:
         """Room for a batch this process is about to save, whose first job is in `namespace`: the

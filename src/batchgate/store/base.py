@@ -261,6 +261,9 @@ class DeliveryState:
 class Store(ABC):
     """Keys, batches with their jobs, and the callback outbox."""
 
+    # Whether every process using the store runs on one host (SQLite: a file on a local disk).
+    one_host = False
+
     def __init__(
         self, *, result_ttl_s: float, clock: Callable[[], float] = time.time, vault: Vault | None = None
     ) -> None:

@@ -92,6 +92,8 @@ def path_of(url: str) -> str:
 
 
 class SQLiteStore(Store):
+    one_host = True
+
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = path_of(url)
@@ -724,16 +726,16 @@ def _write_jobs(c: sqlite3.Connection, batch_id: str, finished: Sequence[Finishe
     c.executemany(
         Q["record_job"],
         (
-            {
-                "batch_id": batch_id,
-                "idx": job.index,
-                "response": job.response.decode(),
-                "outcome": job.outcome.value,
-                "finished_at": job.finished_at,
-                "duration_ms": job.duration_ms,
-                "attempts": job.attempts,
-                "resolved_params": job.resolved_params,
-            }
+            (
+                job.response.decode(),
+                job.outcome.value,
+                job.finished_at,
+                job.duration_ms,
+                job.attempts,
+                job.resolved_params,
+                batch_id,
+                job.index,
+            )
             for job in finished
         ),
     )
