@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import orjson
 import pebble
 
+from batchgate.actions.deadlines import Deadlines
 from batchgate.actions.schema import CONTEXT_PARAMETER, ParamsSchema
 from batchgate.protocol.errors import (
     JOB_TIMED_OUT,
@@ -134,6 +135,7 @@ class App:
         self._thread_pool: ThreadPoolExecutor | None = None
         self._in_threads: set[Future[Any]] = set()
         self._process_pool: pebble.ProcessPool | None = None
+        self._deadlines = Deadlines()
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -151,6 +153,7 @@ class App:
     async def shutdown(self) -> None:
         for hook in reversed(self.on_shutdown):
             await hook()
+        self._deadlines.close()
         if self._thread_pool is not None:
             self._thread_pool.shutdown(wait=False)  # a thread still running cannot be stopped
         if self._process_pool is not None:
@@ -314,10 +317,12 @@ class App:
         if action.wants_ctx:
             kwargs[CONTEXT_PARAMETER] = ctx
         timeout_s = action.timeout_s or self.timeout_s or DEFAULT_TIMEOUT_S
+        call = self._deadlines.start(timeout_s)
         try:
-            async with asyncio.timeout(timeout_s):
-                return await self._run(action, kwargs, timeout_s)
-        except TimeoutError:
+            return await self._run(action, kwargs, timeout_s)
+        except asyncio.CancelledError:
+            if not self._deadlines.finish(call):
+                raise  # a cancel from elsewhere, not the deadline
             if not action.cancellable:
                 log.warning(
                     "%s.%s did not return within %g s; it runs on in its thread, and its result "
@@ -330,6 +335,8 @@ class App:
                 f"{action.namespace}.{action.name} did not answer within {timeout_s:g} s",
                 specific_code=JOB_TIMED_OUT,
             ) from None
+        finally:
+            self._deadlines.finish(call)
 
     async def _run(self, action: Action, kwargs: dict[str, Any], timeout_s: float) -> Any:
         if action.is_async:
