@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
-FULL_RETRY_S = 0.5  # a delivery to a destination that is full is looked at again after this
-
 
 def destination_of(url: str) -> str:
     """`host:port` of a callback URL, the port made explicit (`example.com:443`)."""
@@ -49,13 +47,15 @@ class Destinations:
         )
 
     def backed_off_until(self, dest: str, now: float) -> float | None:
-        """When a delivery to `dest` may be tried, if not now: its breaker is open or probing, or it
-        already has as many deliveries in flight as it may (a claim can take a few more than that)."""
+        """When a delivery to `dest` is due again, if it may not be tried now: its breaker is open or
+        probing, or it already has as many deliveries in flight as it may (a claim can take a few
+        more than that). Then it is due at once: a claim skips a full destination, and the claim
+        after one of its deliveries ends takes it."""
         breaker = self.breakers.get(dest)
         if breaker is not None and self._closed_to(breaker, now):
             return max(breaker.open_until, now + 1.0)  # a probe in flight: look again in a second
         if self.in_flight.get(dest, 0) >= self.per_destination:
-            return now + FULL_RETRY_S
+            return now
         return None
 
     def started(self, dest: str, now: float) -> None:
