@@ -155,6 +155,21 @@ def test_headers_larger_than_the_bound_get_431(
         assert closed_by_server(sock, within_s=2)
 
 
+def test_a_refused_client_that_goes_on_sending_still_reads_its_answer(
+    server: tuple[ServeProcess, Credentials],
+) -> None:
+    """A lingering close: the server shuts its side after the 431 and drops what still comes, so
+    the client's further bytes do not reset the connection under the answer."""
+    process, _ = server
+    with connect(process) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (100 * 1024))
+        time.sleep(0.3)  # answered and refused by now
+        sock.sendall(b"a" * (1024 * 1024))  # more headers, which the server no longer parses
+        status, head = answer_of(sock)
+        assert status == 431 and b"connection: close" in head.lower()
+        assert closed_by_server(sock, within_s=5)
+
+
 def test_uploads_under_an_unknown_key_are_refused_before_their_body_is_read(
     server: tuple[ServeProcess, Credentials],
 ) -> None:

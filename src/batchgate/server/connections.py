@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from batchgate.protocol.errors import SERVER_BUSY, BadRequest, TooManyRequests, WireError
 from batchgate.settings import Settings
 
+LINGER_S = 2.0  # how long a refused connection's late bytes are read and dropped
 SWEEP_S = 0.5  # how often headers that are late are looked for
 
 
@@ -90,6 +91,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.headers_since: float | None = None  # the clock the headers run against; None once they are in
         self.header_bytes = 0
+        self.lingering = False  # refused: what still comes in is dropped until the connection closes
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -101,19 +103,32 @@ class GuardedProtocol(HttpToolsProtocol):
         self._sweep_soon()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         super().data_received(data)
         if self.headers_since is None or self.transport.is_closing():
             return
         # The headers are not complete yet, so all of this chunk was headers.
         self.header_bytes += len(data)
         if self.header_bytes > self.limits.max_header_bytes:
-            self.transport.write(HEADERS_TOO_LARGE)
-            self.transport.close()
+            self._refuse(HEADERS_TOO_LARGE)
 
     def send_400_response(self, msg: str) -> None:
         """What the HTTP parser refuses is answered with the wire's error body too."""
-        self.transport.write(NOT_HTTP)
-        self.transport.close()
+        self._refuse(NOT_HTTP)
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answers a request that is still coming in, and closes so that the client reads the
+        answer: closing with its bytes unread would reset the connection, and a reset can arrive
+        before the answer is read. So the write side is shut after the answer, and what still
+        comes in is dropped for LINGER_S at most (a lingering close, as web servers do)."""
+        self.transport.write(answer)
+        if self.lingering or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.lingering = True
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
