@@ -289,6 +289,8 @@ async def test_a_tour_of_every_page(settings: Settings, page: Any, log_in: LogIn
         await screenshot(page, "keys")
         await page.goto(server.url + f"/batches/{flow}")
         await confirm(page, page.locator(".actions button", has_text="Redeliver callback"))
+        # The change's page first: a navigation started before it has loaded aborts the form's.
+        await expect(page.locator(".flash.ok")).to_have_text("The callback is queued again.")
         await page.goto(server.url + "/audit")
         await expect(page.locator("table.list")).to_contain_text("console:ops")
         await screenshot(page, "audit")
