@@ -17,6 +17,7 @@ from batchgate.load import BUSY_LAG_S, LoopLag
 from batchgate.models import Batch, BatchStatus, Finished, JobOutcome, JobSpec, Lease, Recorded
 from batchgate.protocol.results import results_body
 from batchgate.store import Store
+from batchgate.store.sqlite import SQLiteStore
 from batchgate.worker import Worker
 
 from support import eventually, submit
@@ -118,6 +119,28 @@ async def test_a_worker_takes_no_batch_its_action_threads_cannot_run_and_another
     for batch in batches:
         done = await store.get_batch("acme", batch.id)
         assert done is not None and done.status is BatchStatus.COMPLETE
+
+
+async def test_a_busy_worker_holds_back_only_where_another_host_could_take_the_batches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With its event loop late, a PostgreSQL worker takes no more than the batch it runs; on
+    SQLite, which one host uses, it takes all it has room for, so their writes share commits."""
+    key = await store.create_key("acme")
+    for _ in range(4):
+        await submit(store, key, jobs(1), None)
+    monkeypatch.setattr(LoopLag, "busy", property(lambda _lag: True))
+    hold, entered = asyncio.Event(), asyncio.Event()
+    worker = Worker(store, recording_app([], hold=hold, entered=entered), poll_s=0.05)
+    running = asyncio.create_task(worker.run())
+    try:
+        await entered.wait()
+        await asyncio.sleep(0.3)  # six admission rounds
+        assert len(worker._held) == (4 if isinstance(store, SQLiteStore) else 1)
+    finally:
+        hold.set()
+        await worker.stop(grace_s=5)
+        await running
 
 
 async def test_the_loop_lag_says_busy_while_the_loop_is_blocked_and_not_once_it_is_free() -> None:
