@@ -123,7 +123,7 @@ class GuardedProtocol(HttpToolsProtocol):
         before the answer is read. So the write side is shut after the answer, and what still
         comes in is dropped for LINGER_S at most (a lingering close, as web servers do)."""
         self.transport.write(answer)
-        if self.lingering or not self.transport.can_write_eof():
+        if not self.transport.can_write_eof():
             self.transport.close()
             return
         self.transport.write_eof()
