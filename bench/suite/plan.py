@@ -15,8 +15,8 @@ from typing import Any
 
 KIND_ORDER = ("noop", "io10", "http")
 ALL_SYSTEMS = (
-    "BG-S", "BG-S0", "BG-SC", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T", "ARQ-TF",
-    "SAQ-D", "SAQ-T", "PRO-D", "PRO-T",
+    "BG-S", "BG-S0", "BG-SC", "BG-SC10", "BG-P1", "BG-P2", "CEL-D", "CEL-T", "CEL-TF", "ARQ-D", "ARQ-T",
+    "ARQ-TF", "SAQ-D", "SAQ-T", "PRO-D", "PRO-T",
 )  # fmt: skip
 
 
@@ -74,6 +74,8 @@ class Plan:
     concurrent_shapes: list[str] | None = field(
         default_factory=lambda: ["noop burst", "io10 burst", "io10 solo", "http burst", "http solo"]
     )
+    # BG-SC10 (concurrency 10 at the default 50 batches in flight) beside BG-S's sequential io10 burst
+    concurrent10_shapes: list[str] | None = field(default_factory=lambda: ["io10 burst"])
     # BG-S0 (BG-S with metrics and info logs off) where observability could cost: the noop burst
     # and `run`, compared with BG-S's
     unobserved_shapes: list[str] | None = field(default_factory=lambda: ["noop burst", "noop run"])
@@ -155,6 +157,7 @@ class Plan:
         only = self.durable_shapes if system.endswith("F") else None
         only = self.defaults_shapes if system.endswith("-D") else only
         only = self.concurrent_shapes if system == "BG-SC" else only
+        only = self.concurrent10_shapes if system == "BG-SC10" else only
         only = self.unobserved_shapes if system == "BG-S0" else only
         if only is not None and f"{kind} {shape}" not in only:
             return False

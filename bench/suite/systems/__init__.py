@@ -14,6 +14,7 @@ def all_systems() -> list[System]:
         BatchgateSystem("BG-S", database="sqlite", workers=0),
         BatchgateSystem("BG-S0", database="sqlite", workers=0, observed=False),
         BatchgateSystem("BG-SC", database="sqlite", workers=0, concurrency=50),
+        BatchgateSystem("BG-SC10", database="sqlite", workers=0, concurrency=10, capped=False),
         BatchgateSystem("BG-P1", database="postgres", workers=1),
         BatchgateSystem("BG-P2", database="postgres", workers=2),
         CelerySystem("CEL-D", tuned=False),

@@ -3,7 +3,10 @@
 BG-S is one `batchgate serve` process (API, worker and callbacks in one, the default deployment)
 on a fresh SQLite file. BG-SC is the same whose `run` bodies ask for `"concurrency": 50` (a batch's
 jobs run 50 at a time, protocol.md section 7.3) and whose worker runs one batch at a time
-(`--max-batches 1`), so that it too has at most 50 jobs in flight. BG-P1 and BG-P2 are one
+(`--max-batches 1`), so that it too has at most 50 jobs in flight. BG-SC10 asks for
+`"concurrency": 10` at batchgate's default `--max-batches 50`: the only system allowed more than 50
+jobs in flight (up to 500), compared with BG-S only, to show what a batch's own concurrency buys
+at the same number of batches in flight (issue 12). BG-P1 and BG-P2 are one
 `batchgate serve --no-worker` API process and one or two `batchgate worker` processes on a fresh
 PostgreSQL database; with two workers each runs at most 25 batches at once, so that no system has
 more than 50 jobs in flight (BENCH.md, fairness).
@@ -95,15 +98,24 @@ class BatchgateSystem(System):
     family = "batchgate"
 
     def __init__(
-        self, system_id: str, *, database: str, workers: int, concurrency: int = 1, observed: bool = True
+        self,
+        system_id: str,
+        *,
+        database: str,
+        workers: int,
+        concurrency: int = 1,
+        observed: bool = True,
+        capped: bool = True,
     ) -> None:
         super().__init__(system_id, run_options={"concurrency": concurrency} if concurrency > 1 else None)
         self.database = database  # sqlite | postgres
         self.workers = workers  # 0: the worker runs inside `serve`
         self.concurrency = concurrency  # the `concurrency` of its run bodies (1: batchgate's default)
         self.observed = observed  # False: no metrics, warnings-only text logs, no admin listener
-        # batches each worker runs at once: at most MAX_IN_FLIGHT jobs in flight in all
-        self.max_batches = max(1, MAX_IN_FLIGHT // (max(workers, 1) * concurrency))
+        # batches each worker runs at once: at most MAX_IN_FLIGHT jobs in flight in all, unless
+        # uncapped (BG-SC10: batchgate's default number of batches, each `concurrency` jobs at once)
+        per_worker = MAX_IN_FLIGHT // (max(workers, 1) * concurrency)
+        self.max_batches = max(1, per_worker) if capped else DEFAULT_MAX_BATCHES
         self.admin_token = ""
         self.metrics_urls: dict[str, str] = {}  # role -> its admin listener's /metrics
         self.db = ""
