@@ -7,7 +7,6 @@ never a request's or response's body.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter as Tally
 from collections.abc import Iterable
 from functools import cache
@@ -15,41 +14,37 @@ from functools import cache
 import orjson
 from prometheus_client import Counter, Histogram
 
-from batchgate import metrics
+from batchgate import logs, metrics
 from batchgate.models import Attempt, BatchStatus, Delivery, Finished, JobOutcome, Lease
-
-log = logging.getLogger("batchgate.events")
 
 
 def batch_accepted(async_id: str, account: str, *, jobs: int, concurrency: int) -> None:
-    log.info(
-        "batch accepted",
-        extra={"asyncId": async_id, "account": account, "jobs": jobs, "concurrency": concurrency},
-    )
+    logs.events.info("batch accepted", asyncId=async_id, account=account, jobs=jobs, concurrency=concurrency)
     _batches("submitted", metrics.AccountLabel.of(account)).inc()
 
 
 def batch_started(lease: Lease) -> None:
     _batches("started", lease.account).inc()
-    log.info(
+    logs.events.info(
         "batch started",
-        extra={
-            "asyncId": lease.batch_id,
-            "account": lease.account,
-            "run": lease.run,
-            "pending": len(lease.jobs),
-            "concurrency": lease.concurrency,
-        },
+        asyncId=lease.batch_id,
+        account=lease.account,
+        run=lease.run,
+        pending=len(lease.jobs),
+        concurrency=lease.concurrency,
     )
 
 
 def batch_finished(lease: Lease, status: BatchStatus, outcomes: Iterable[JobOutcome]) -> None:
     counts = Tally(outcome.value for outcome in outcomes)
-    log.info(
+    logs.events.info(
         "batch finished",
-        extra={"asyncId": lease.batch_id, "account": lease.account, "run": lease.run, "status": status.value,
-               **{outcome.value: counts[outcome.value] for outcome in JobOutcome}},
-    )  # fmt: skip
+        asyncId=lease.batch_id,
+        account=lease.account,
+        run=lease.run,
+        status=status.value,
+        **{outcome.value: counts[outcome.value] for outcome in JobOutcome},
+    )
     _batches(status.value, metrics.AccountLabel.of(lease.account)).inc()
 
 
@@ -68,11 +63,15 @@ def _job_failed(lease: Lease, job: Finished, action: str) -> None:
         error = orjson.loads(job.response)
     except orjson.JSONDecodeError:
         error = {}
-    log.info(
+    logs.events.info(
         "job failed",
-        extra={"asyncId": lease.batch_id, "account": lease.account, "job": job.index, "action": action,
-               "errorCode": error.get("errorCode"), "specificCode": error.get("specificCode")},
-    )  # fmt: skip
+        asyncId=lease.batch_id,
+        account=lease.account,
+        job=job.index,
+        action=action,
+        errorCode=error.get("errorCode"),
+        specificCode=error.get("specificCode"),
+    )
 
 
 def delivery_attempted(delivery: Delivery, attempt: Attempt, *, next_in_s: float | None, gone: bool) -> None:
@@ -94,16 +93,15 @@ def delivery_attempted(delivery: Delivery, attempt: Attempt, *, next_in_s: float
         "next_attempt_in_s": next_in_s,
     }
     if next_in_s is None:
-        log.warning("callback abandoned: no more tries" if not gone else "callback refused for good (410)",
-                    extra=facts)  # fmt: skip
+        event = "callback abandoned: no more tries" if not gone else "callback refused for good (410)"
+        logs.events.warning(event, **facts)
     else:
-        log.warning("callback attempt failed", extra=facts)
+        logs.events.warning("callback attempt failed", **facts)
 
 
 def destination_backed_off(destination: str, failures: int, until: float) -> None:
-    log.warning(
-        "callback destination backed off",
-        extra={"destination": destination, "failures_in_a_row": failures, "until": until},
+    logs.events.warning(
+        "callback destination backed off", destination=destination, failures_in_a_row=failures, until=until
     )
 
 
