@@ -148,6 +148,8 @@ class BatchRun:
         self.outcomes: dict[int, JobOutcome] = dict(lease.outcomes)
         self.responses: dict[int, Any] = {}  # decoded responses that other jobs' references point into
         self.running: dict[asyncio.Task[Finished], int] = {}
+        self._done: list[asyncio.Task[Finished]] = []  # finished tasks not yet collected
+        self._wake: asyncio.Future[None] | None = None  # set by the next task to finish
         self._task: asyncio.Task[Any] | None = None  # running the jobs one at a time
         self._in_this_task: int | None = None  # the job it runs
         self._stopped_in_this_task = False  # cancelled by the client's cancel
@@ -243,12 +245,15 @@ class BatchRun:
                 self._task.uncancel()  # the cancel was for the job, not for the batch
 
     async def _run_concurrently(self) -> None:
-        """Up to `concurrency` jobs at once, each in a task of its own."""
+        """Up to `concurrency` jobs at once, each in a task of its own, which wakes this one when it
+        finishes (asyncio.wait would add and remove a callback on every running task each time)."""
         while not self.stopping():
             self.recorder.check()
             if not self.cancelled.is_set():
                 for index, job in self._take_ready(self.lease.concurrency - len(self.running)):
-                    self.running[asyncio.create_task(self._run_job(index, job))] = index
+                    task = asyncio.create_task(self._run_job(index, job))
+                    task.add_done_callback(self._job_done)
+                    self.running[task] = index
             if not self.running:
                 break  # every job finished, or cancelled with nothing left running
             await self._wait_for_a_job()
@@ -266,10 +271,12 @@ class BatchRun:
             for index, job in self.pending.items():
                 if len(ready) >= room:
                     break
-                if not all(dep in self.outcomes for dep in job.depends_on):
+                if job.depends_on and not all(dep in self.outcomes for dep in job.depends_on):
                     continue
                 taken.append(index)
-                failed = [dep for dep in job.depends_on if self.outcomes[dep] is not JobOutcome.SUCCEEDED]
+                failed = job.depends_on and [
+                    dep for dep in job.depends_on if self.outcomes[dep] is not JobOutcome.SUCCEEDED
+                ]
                 if failed:
                     self._finished(self._dependency_failed(index, failed[0]))
                     settled = True
@@ -287,13 +294,22 @@ class BatchRun:
         if self.parked:
             self.on_parked()
         try:
-            await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+            if not self._done:  # empty whenever the loop has not run since the last collect
+                self._wake = asyncio.get_running_loop().create_future()
+                await self._wake
         finally:
+            self._wake = None
             self.parked = False
         self._collect_done()
 
+    def _job_done(self, task: asyncio.Task[Finished]) -> None:
+        self._done.append(task)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
     def _collect_done(self) -> None:
-        for task in [task for task in self.running if task.done()]:
+        done, self._done = self._done, []
+        for task in done:
             index = self.running.pop(task)
             if task.cancelled():
                 self._finished(Finished(index, STOPPED_CANCELLED, JobOutcome.CANCELLED, time.time()))

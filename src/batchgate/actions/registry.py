@@ -76,7 +76,7 @@ class ActionContext:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per job: not frozen, which costs 3-4x to create (models.JobSpec)
 class Reply:
     """An answer passed on as it came, such as an upstream API's status and JSON body; `attempts`
     is how many tries it took (an upstream call may be retried)."""
