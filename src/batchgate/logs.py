@@ -12,13 +12,16 @@ request or response bodies are never logged.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import json as stdlib_json
 import logging
 import sys
+import threading
 import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -63,8 +66,10 @@ def configure(*, level: str = "info", json: bool = False) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # into the same handler, not their own
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    lines = TurnBuffered(sys.stderr.buffer)
+    atexit.register(lines.write_out)
     events = structlog.wrap_logger(
-        structlog.BytesLogger(sys.stderr.buffer) if json else structlog.WriteLogger(sys.stderr),
+        structlog.BytesLogger(lines) if json else structlog.WriteLogger(lines),  # type: ignore[arg-type]
         processors=[
             structlog.processors.add_log_level,
             _utc_timestamp,
@@ -73,6 +78,47 @@ def configure(*, level: str = "info", json: bool = False) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level.upper()),
         cache_logger_on_first_use=True,
     ).bind(logger=EVENTS)
+
+
+class TurnBuffered:
+    """A binary stream whose lines go out together at the end of the event loop's turn, instead of
+    with a write each: a write lets the GIL go, and the SQLite writer thread then keeps it while
+    the loop waits (measured in one 8-repetition bench run, `run` calls/s with JSON info logs: 930
+    written line by line, 1,027 buffered, 1,008 without info logs). Outside an event loop (a thread, the command line) a line goes out at once. What
+    a kill -9 loses is at most one turn's lines."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose turn writes them out
+
+    def write(self, data: bytes | str) -> int:
+        """A line: bytes (JSON) or text (console)."""
+        if isinstance(data, str):
+            data = data.encode("utf-8", "backslashreplace")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            if loop is not None and self._due_on is not loop:  # (a loop may end before its turn does)
+                loop.call_soon(self.write_out)
+                self._due_on = loop
+            self._pending.append(data)
+        if loop is None:
+            self.write_out()
+        return len(data)
+
+    def flush(self) -> None:
+        """Called after every line: the lines wait for the end of the turn instead."""
+
+    def write_out(self) -> None:
+        with self._lock:
+            lines, self._pending, self._due_on = self._pending, [], None
+        if lines:
+            self._stream.write(b"".join(lines))
+            self._stream.flush()
 
 
 def _utc_timestamp(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -4,10 +4,13 @@ a fresh interpreter: `configure` sets up the process's logging."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+
+from batchgate.logs import TurnBuffered
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -65,3 +68,57 @@ def test_before_configure_event_lines_are_standard_library_records() -> None:
         "logs.events.debug('not written', asyncId='a1', jobs=0)\n"
     )
     assert lines == ["batchgate.events|INFO|batch accepted|a1|2"]
+
+
+class Recording:
+    """A binary stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.writes.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_in_an_event_loop_a_turns_lines_go_out_in_one_write_at_its_end() -> None:
+    stream = Recording()
+    lines = TurnBuffered(stream)  # type: ignore[arg-type]
+
+    async def turn() -> list[bytes]:
+        lines.write(b"one\n")
+        lines.write("two\n")  # console lines are text
+        before = list(stream.writes)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return before
+
+    assert asyncio.run(turn()) == []
+    assert stream.writes == [b"one\ntwo\n"]
+    lines.write(b"three\n")  # no loop: at once
+    assert stream.writes[-1] == b"three\n"
+
+
+def test_lines_left_by_a_loop_that_ended_go_out_with_the_next_loops() -> None:
+    stream = Recording()
+    lines = TurnBuffered(stream)  # type: ignore[arg-type]
+
+    async def nothing() -> None:
+        return None
+
+    async def write_and_wait() -> None:
+        lines.write(b"second loop\n")
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(nothing())
+    # runs in the loop's last turn, before the loop stops: its write-out would come a turn later
+    task.add_done_callback(lambda _: lines.write(b"last of the first loop\n"))
+    loop.run_until_complete(task)
+    loop.close()
+    assert stream.writes == []
+    asyncio.run(write_and_wait())
+    assert b"".join(stream.writes) == b"last of the first loop\nsecond loop\n"
