@@ -84,8 +84,8 @@ class TurnBuffered:
     """A binary stream whose lines go out together at the end of the event loop's turn, instead of
     with a write each: a write lets the GIL go, and the SQLite writer thread then keeps it while
     the loop waits (measured in one 8-repetition bench run, `run` calls/s with JSON info logs: 930
-    written line by line, 1,027 buffered, 1,008 without info logs). Outside an event loop (a thread, the command line) a line goes out at once. What
-    a kill -9 loses is at most one turn's lines."""
+    written line by line, 1,027 buffered, 1,008 without info logs). Outside an event loop (a
+    thread, the command line) a line goes out at once. A kill -9 loses at most one turn's lines."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
