@@ -128,7 +128,7 @@ def parse_jobs(params: Any) -> list[JobSpec]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per job: not frozen, like models.JobSpec
 class _ParsedJob:
     namespace: str
     action: str

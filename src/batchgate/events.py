@@ -51,11 +51,15 @@ def batch_finished(lease: Lease, status: BatchStatus, outcomes: Iterable[JobOutc
 def jobs_finished(lease: Lease, finished: Iterable[Finished], action_of: dict[int, str]) -> None:
     """Counts finished jobs and their durations; a failed one is also a log line, with its codes."""
     account = metrics.AccountLabel.of(lease.account)
+    counts: Tally[tuple[str, str]] = Tally()
     for job in finished:
-        _jobs(job.outcome.value, action_of.get(job.index, metrics.OTHER), account).inc()
-        _job_seconds(action_of.get(job.index, metrics.OTHER)).observe(job.duration_ms / 1000)
+        action = action_of.get(job.index, metrics.OTHER)
+        counts[job.outcome.value, action] += 1
+        _job_seconds(action).observe(job.duration_ms / 1000)
         if job.outcome is JobOutcome.FAILED:
-            _job_failed(lease, job, action_of.get(job.index, metrics.OTHER))
+            _job_failed(lease, job, action)
+    for (outcome, action), count in counts.items():  # one update per kind, not per job
+        _jobs(outcome, action, account).inc(count)
 
 
 def _job_failed(lease: Lease, job: Finished, action: str) -> None:
