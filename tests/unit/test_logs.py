@@ -9,8 +9,9 @@ import json
 import re
 import subprocess
 import sys
+import time
 
-from batchgate.logs import TurnBuffered
+from batchgate.logs import BufferedLines
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -75,50 +76,62 @@ class Recording:
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.arrived = asyncio.Event()
 
     def write(self, data: bytes) -> int:
         self.writes.append(data)
+        self.arrived.set()
         return len(data)
 
     def flush(self) -> None:
         pass
 
 
-def test_in_an_event_loop_a_turns_lines_go_out_in_one_write_at_its_end() -> None:
+def test_in_an_event_loop_lines_go_out_together_after_the_interval() -> None:
     stream = Recording()
-    lines = TurnBuffered(stream)  # type: ignore[arg-type]
+    lines = BufferedLines(stream, interval_s=0.3)  # type: ignore[arg-type]
 
-    async def turn() -> list[bytes]:
+    async def write_then_wait() -> tuple[list[bytes], list[bytes], float]:
+        started = time.monotonic()
         lines.write(b"one\n")
         lines.write("two\n")  # console lines are text
+        for _ in range(3):
+            await asyncio.sleep(0)  # turns of the loop pass: the lines still wait
         before = list(stream.writes)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        return before
+        await asyncio.wait_for(stream.arrived.wait(), 5)
+        return before, list(stream.writes), time.monotonic() - started
 
-    assert asyncio.run(turn()) == []
-    assert stream.writes == [b"one\ntwo\n"]
+    before, after, waited = asyncio.run(write_then_wait())
+    assert (before, after) == ([], [b"one\ntwo\n"])
+    assert waited >= 0.3
     lines.write(b"three\n")  # no loop: at once
     assert stream.writes[-1] == b"three\n"
 
 
+def test_lines_go_out_at_once_when_too_many_wait() -> None:
+    stream = Recording()
+    lines = BufferedLines(stream, interval_s=60, max_bytes=10)  # type: ignore[arg-type]
+
+    async def write() -> list[bytes]:
+        lines.write(b"12345\n")
+        lines.write(b"67890\n")  # 12 bytes wait: more than 10
+        return list(stream.writes)
+
+    assert asyncio.run(write()) == [b"12345\n67890\n"]
+
+
 def test_lines_left_by_a_loop_that_ended_go_out_with_the_next_loops() -> None:
     stream = Recording()
-    lines = TurnBuffered(stream)  # type: ignore[arg-type]
+    lines = BufferedLines(stream, interval_s=0.01)  # type: ignore[arg-type]
 
-    async def nothing() -> None:
-        return None
+    async def write_and_end() -> None:
+        lines.write(b"last of the first loop\n")  # the loop ends before its timer fires
 
     async def write_and_wait() -> None:
         lines.write(b"second loop\n")
-        await asyncio.sleep(0)
+        await asyncio.wait_for(stream.arrived.wait(), 5)
 
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(nothing())
-    # runs in the loop's last turn, before the loop stops: its write-out would come a turn later
-    task.add_done_callback(lambda _: lines.write(b"last of the first loop\n"))
-    loop.run_until_complete(task)
-    loop.close()
+    asyncio.run(write_and_end())
     assert stream.writes == []
     asyncio.run(write_and_wait())
     assert b"".join(stream.writes) == b"last of the first loop\nsecond loop\n"
