@@ -17,6 +17,7 @@ import atexit
 import functools
 import json as stdlib_json
 import logging
+import os
 import sys
 import threading
 import time
@@ -95,6 +96,7 @@ class BufferedLines:
         self._size = 0
         self._lock = threading.Lock()
         self._due_on: asyncio.AbstractEventLoop | None = None  # the loop whose timer writes them out
+        os.register_at_fork(after_in_child=self._forget)
 
     def write(self, data: bytes | str) -> int:
         """A line: bytes (JSON) or text (console)."""
@@ -117,6 +119,11 @@ class BufferedLines:
 
     def flush(self) -> None:
         """Called after every line: the lines wait for the timer instead."""
+
+    def _forget(self) -> None:
+        """In a forked child (a process action's): the lines waiting are the parent's to write."""
+        self._pending, self._size, self._due_on = [], 0, None
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def write_out(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -135,3 +136,28 @@ def test_lines_left_by_a_loop_that_ended_go_out_with_the_next_loops() -> None:
     assert stream.writes == []
     asyncio.run(write_and_wait())
     assert b"".join(stream.writes) == b"last of the first loop\nsecond loop\n"
+
+
+def test_a_forked_child_does_not_write_its_parents_lines_again() -> None:
+    """A process action's child is forked with the lines its parent has not written yet."""
+    stream = Recording()
+    lines = BufferedLines(stream, interval_s=60)  # type: ignore[arg-type]
+    reading, writing = os.pipe()
+
+    async def fork_while_a_line_waits() -> int:
+        lines.write(b"the parent's\n")
+        return os.fork()
+
+    pid = asyncio.run(fork_while_a_line_waits())
+    if pid == 0:  # the child: what would it write at exit?
+        try:
+            lines.write_out()
+            os.write(writing, b"".join(stream.writes) or b"nothing")
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as child:
+        assert child.read() == b"nothing"
+    os.waitpid(pid, 0)
+    lines.write_out()
+    assert stream.writes == [b"the parent's\n"]
