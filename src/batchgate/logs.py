@@ -4,10 +4,11 @@ batchgate's own event lines (events.py) go through `events`, a structlog logger 
 keyword arguments (asyncId, account, job, webhook-id, ...). Until `configure` is called they become
 standard-library records, so that an application or a test that embeds batchgate sees them where
 it sees its own. A batchgate command owns its process and calls `configure`: then they are
-rendered by structlog and written straight to standard error without a standard-library record
-(three lines a batch are on the hot path: about 7 us a line instead of 40), and every other
-record (uvicorn's, other libraries') is formatted by structlog into the same shape. Secrets and
-request or response bodies are never logged.
+rendered by structlog without a standard-library record (three lines a batch are on the hot path:
+about 7 us a line instead of 40) and written to standard error together, at most 0.1 s after the
+first of them (`BufferedLines` says why), and every other record (uvicorn's, other libraries') is
+formatted by structlog into the same shape. Secrets and request or response bodies are never
+logged.
 """
 
 from __future__ import annotations
