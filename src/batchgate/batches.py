@@ -402,6 +402,8 @@ class Batches:
     async def repost(self, caller: Caller, async_id: str, params: dict[str, Any]) -> dict[str, bool]:
         batch = await self._finished_batch(caller.account, async_id, errors.BATCH_NOT_FOUND)
         if batch.callback_url:
+            if caller.request is not None and await self.store.replayed(caller.request):
+                raise replayed()  # a replay is refused as one, not as one repost too many
             await self._check_repost_limit(batch)
         change = await self.store.repost(batch, request=caller.request)
         _refuse_replay(change)

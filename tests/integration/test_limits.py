@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -101,6 +102,26 @@ async def test_reposts_of_a_batch_are_limited_and_store_nothing_more(each_store_
         error = await refused(api.repost(async_id))
         await recv.wait_for("/hook", 3)
     assert (error.error_code, error.specific_code) == (429, errors.REPOST_LIMIT)
+
+
+async def test_a_replayed_repost_past_the_limit_is_refused_as_a_replay(each_store_settings: Settings) -> None:
+    """The same signed repost sent again once the hour's reposts are spent: 401 / 29001 (sign the
+    call again), as any replay, not 429 as if it were one more repost."""
+    settings = dataclasses.replace(each_store_settings, reposts_per_hour=1)
+    async with receiver() as recv, live_server(settings) as server, server.client() as api:
+        async_id = await api.run([ping()], callback_url=recv.url + "/hook")
+        await recv.wait_for("/hook", 1)
+        uri = "/api/1.0/batch?action=repost"
+        body = orjson.dumps({"async": async_id})
+        headers = sign_headers(key=server.key.key, secret=server.key.secret, uri=uri, body=body)
+        first = await raw_post(server.url, uri, body, headers)
+        await recv.wait_for("/hook", 2)
+        replay = await raw_post(server.url, uri, body, headers)
+        await asyncio.sleep(1.05)  # a new date, so a new signature: one repost too many
+        over = await refused(api.repost(async_id))
+    assert first == (200, {"reposted": True})
+    assert replay[0] == 401 and replay[1]["specificCode"] == errors.REPLAYED_REQUEST
+    assert (over.error_code, over.specific_code) == (429, errors.REPOST_LIMIT)
 
 
 # fair delivery --------------------------------------------------------------------------------

@@ -475,8 +475,17 @@ class Store(ABC):
                 return found[1]
         return None
 
+    async def replayed(self, request: RequestId) -> bool:
+        """Whether this signed request was noted before. A change notes it as it is made, which
+        refuses a replay; this read lets a replay be refused as one before a limit would refuse it
+        for another reason."""
+        return await self._noted(request)
+
     @abstractmethod
     async def _seen_batch(self, request: RequestId) -> str | None: ...
+
+    @abstractmethod
+    async def _noted(self, request: RequestId) -> bool: ...
 
     @abstractmethod
     async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:

@@ -353,6 +353,10 @@ class PostgresStore(Store):
         return await self._seen_batch_in(self._pool, request)
 
     @wrap_exceptions
+    async def _noted(self, request: RequestId) -> bool:
+        return await self._pool.fetchrow(Q["seen_request"], request.key, request.signature) is not None
+
+    @wrap_exceptions
     async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
         row = await self._pool.fetchrow(Q["idempotency_key"], account, key)
         return (row[0], row[1]) if row else None

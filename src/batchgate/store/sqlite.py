@@ -347,6 +347,10 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(Q["seen_request"], _request(request)).fetchone())
         return row[0] if row else None
 
+    async def _noted(self, request: RequestId) -> bool:
+        row = await self._read(lambda c: c.execute(Q["seen_request"], _request(request)).fetchone())
+        return row is not None
+
     async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
         row = await self._read(
             lambda c: c.execute(Q["idempotency_key"], {"account": account, "key": key}).fetchone()
