@@ -392,7 +392,7 @@ class Batches:
         before = _cursor(params.get("cursor"))
         batches = await self.store.list_batches(account, status=status, limit=limit + 1, before=before)
         page, more = batches[:limit], len(batches) > limit
-        states = {batch.id: await self.store.delivery_state(batch.id) for batch in page if batch.callback_url}
+        states = await self.store.delivery_states([batch.id for batch in page if batch.callback_url])
         return {
             "batches": [status_of(batch, states.get(batch.id)) for batch in page],
             "nextCursor": _encode_cursor(page[-1]) if more else None,

@@ -267,6 +267,59 @@ async def test_list_pages_through_the_accounts_batches_newest_first(server: tupl
     assert (bad_cursor.value.error_code, bad_cursor.value.specific_code) == (400, errors.PARAM_INVALID)
 
 
+async def test_list_shows_each_batchs_newest_callback_as_status_does(
+    server: tuple[LiveServer, Gates],
+) -> None:
+    """`list` reads the callbacks of a whole page at once: each entry's callback is its batch's
+    newest, as `status` has it, whatever state it is in (delivered; failing and to be retried;
+    reposted, its repost failing where the first delivery succeeded; none yet; no callbackUrl)."""
+    live, gates = server
+    async with receiver() as recv, live.client() as api:
+        recv.plan["/failing"] = [503] * 20
+        recv.plan["/again"] = [200] + [503] * 20  # the first delivery arrives, the repost does not
+        delivered = await api.run([job("count", "d1")], callback_url=recv.url + "/ok")
+        failing = await api.run([job("count", "f1")], callback_url=recv.url + "/failing")
+        reposted = await api.run([job("count", "r1")], callback_url=recv.url + "/again")
+        no_callback = await api.run([job("count", "n1")])
+        waiting = await api.run([job("wait", "w1")], callback_url=recv.url + "/later")
+        for path in ("/ok", "/failing", "/again"):
+            await recv.wait_for(path, 1)
+        await eventually(lambda: api.status(reposted), until=lambda s: s["callback"]["state"] == "delivered")
+        assert await api.repost(reposted)
+        await recv.wait_for("/again", 2)
+        await gates.inside("w1").wait()
+
+        def by_id(page: dict[str, Any]) -> dict[str, Any]:
+            return {entry["asyncId"]: entry["callback"] for entry in page["batches"]}
+
+        listed = by_id(
+            await eventually(
+                lambda: api.list_batches(limit=10),
+                until=lambda page: (
+                    by_id(page)[reposted]["lastStatus"] == 503
+                    and by_id(page)[delivered]["state"] == "delivered"
+                ),
+            )
+        )
+        ids = (delivered, failing, reposted, no_callback, waiting)
+        statuses = {async_id: (await api.status(async_id))["callback"] for async_id in ids}
+        gates.gate("w1").set()
+    assert listed[no_callback] is None
+    assert listed[waiting] == {"state": "waiting", "attempts": 0, "lastStatus": None, "nextAttemptAt": None}
+    assert listed[delivered] == {
+        "state": "delivered",
+        "attempts": 1,
+        "lastStatus": 200,
+        "nextAttemptAt": None,
+    }
+    for retried in (failing, reposted):  # the newest delivery: waiting for its next attempt
+        assert (listed[retried]["state"], listed[retried]["lastStatus"]) == ("pending", 503)
+        assert listed[retried]["attempts"] >= 1 and listed[retried]["nextAttemptAt"] is not None
+    for async_id in ids:  # the same in both reads (attempts may have moved on in between)
+        assert (listed[async_id] or {}).get("state") == (statuses[async_id] or {}).get("state"), async_id
+        assert (listed[async_id] or {}).get("lastStatus") == (statuses[async_id] or {}).get("lastStatus")
+
+
 # partial results --------------------------------------------------------------------
 
 

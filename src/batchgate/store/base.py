@@ -524,6 +524,11 @@ class Store(ABC):
     async def delivery_state(self, batch_id: str) -> DeliveryState | None:
         """The newest callback delivery of a batch, or None when it has had none."""
 
+    @abstractmethod
+    async def delivery_states(self, batch_ids: Sequence[str]) -> dict[str, DeliveryState]:
+        """The newest callback delivery of each of these batches that has had one, in one read (a
+        page of `batch.list`)."""
+
     async def usage(self, account: str) -> Usage:
         """What the account holds now."""
         return await self._usage(account, self.clock())

@@ -395,6 +395,11 @@ class PostgresStore(Store):
         return delivery_state_from_row(row) if row else None
 
     @wrap_exceptions
+    async def delivery_states(self, batch_ids: Sequence[str]) -> dict[str, DeliveryState]:
+        rows = await self._pool.fetch(Q["newest_deliveries"], list(batch_ids))
+        return {row[0]: delivery_state_from_row(tuple(row)[1:]) for row in rows}
+
+    @wrap_exceptions
     async def _usage(self, account: str, now: float) -> Usage:
         open_batches, result_bytes = await self._pool.fetchrow(Q["usage"], account, now)
         return Usage(open_batches, result_bytes)

@@ -390,6 +390,11 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(Q["newest_delivery"], {"batch_id": batch_id}).fetchone())
         return delivery_state_from_row(row) if row else None
 
+    async def delivery_states(self, batch_ids: Sequence[str]) -> dict[str, DeliveryState]:
+        ids = json.dumps(list(batch_ids))
+        rows = await self._read(lambda c: c.execute(Q["newest_deliveries"], {"batch_ids": ids}).fetchall())
+        return {row[0]: delivery_state_from_row(row[1:]) for row in rows}
+
     async def _usage(self, account: str, now: float) -> Usage:
         row = await self._read(lambda c: c.execute(Q["usage"], {"account": account, "now": now}).fetchone())
         return Usage(*row)

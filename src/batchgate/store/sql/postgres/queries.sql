@@ -128,6 +128,13 @@ SELECT d.status, d.attempts, d.next_at,
 FROM deliveries d WHERE d.batch_id = $1
 ORDER BY d.created_at DESC, d.id DESC LIMIT 1;
 
+-- name: newest_deliveries
+-- newest_delivery for each batch of an array of ids, with the batch's id first.
+SELECT DISTINCT ON (d.batch_id) d.batch_id, d.status, d.attempts, d.next_at,
+       (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id ORDER BY a.number DESC LIMIT 1)
+FROM deliveries d WHERE d.batch_id = ANY($1::text[])
+ORDER BY d.batch_id, d.created_at DESC, d.id DESC;
+
 -- name: usage
 SELECT (SELECT count(*) FROM batches WHERE account = $1 AND status IN ('queued', 'running')),
        (SELECT coalesce(sum(result_bytes), 0) FROM batches

@@ -87,6 +87,16 @@ SELECT d.status, d.attempts, d.next_at,
 FROM deliveries d WHERE d.batch_id = :batch_id
 ORDER BY d.created_at DESC, d.rowid DESC LIMIT 1;
 
+-- name: newest_deliveries
+-- newest_delivery for each batch of a JSON array of ids, with the batch's id first.
+SELECT d.batch_id, d.status, d.attempts, d.next_at,
+       (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id ORDER BY a.number DESC LIMIT 1)
+FROM json_each(:batch_ids) ids
+JOIN deliveries d ON d.rowid = (
+    SELECT n.rowid FROM deliveries n WHERE n.batch_id = ids.value
+    ORDER BY n.created_at DESC, n.rowid DESC LIMIT 1
+);
+
 -- name: usage
 SELECT (SELECT count(*) FROM batches WHERE account = :account AND status IN ('queued', 'running')),
        (SELECT coalesce(sum(result_bytes), 0) FROM batches
