@@ -58,6 +58,8 @@ class Deliverer(ClaimLoop):
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.lease_s = 2 * timeout_s + 5  # an attempt always ends well inside its lease
         self.clock = clock
+        # read at each scrape: a back-off ends with time, not with an attempt
+        metrics.DESTINATIONS_BACKED_OFF.set_function(lambda: len(self.destinations.backed_off(self.clock())))
 
     async def open(self) -> None:
         if self._session is None:
@@ -136,7 +138,6 @@ class Deliverer(ClaimLoop):
         if self.destinations.finished(dest, ok=ok, now=now):
             breaker = self.destinations.breakers[dest]
             events.destination_backed_off(dest, breaker.failures, breaker.open_until)
-        metrics.DESTINATIONS_BACKED_OFF.set(len(self.destinations.backed_off(now)))
         delay = (
             None if ok else next_delay(self.retry, attempt.number, status=status, retry_after_s=retry_after)
         )

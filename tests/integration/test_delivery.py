@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 import pytest
 
-from batchgate import webhooks
+from batchgate import metrics, webhooks
 from batchgate.actions.testing import builtin_actions
 from batchgate.delivery import Deliverer
+from batchgate.destinations import Destinations
 from batchgate.models import ApiKey, Batch, JobSpec
 from batchgate.netguard import AddressPolicy, guarded_connector
 from batchgate.protocol.results import results_body
@@ -19,7 +22,7 @@ from batchgate.retry import RetryPolicy
 from batchgate.store import Store
 from batchgate.worker import Worker
 
-from support import Receiver, receiver, submit
+from support import Receiver, eventually, receiver, submit
 
 LOOPBACK = AddressPolicy.from_spec("127.0.0.1")
 
@@ -152,3 +155,38 @@ async def test_repost_is_a_new_delivery_of_the_same_body(store: Store) -> None:
     first, second = recv.received("/again")
     assert first.body == second.body
     assert first.headers["webhook-id"] != second.headers["webhook-id"]
+
+
+async def test_the_backed_off_gauge_falls_when_the_back_off_ends_without_another_attempt(
+    store: Store,
+) -> None:
+    """The gauge is read at each scrape: an alert on it clears when the back-off ends, even when
+    no callback to that destination is tried again."""
+    now = [time.time()]
+
+    def backed_off() -> float | None:
+        return metrics.REGISTRY.get_sample_value("batchgate_destinations_backed_off")
+
+    async with receiver() as recv, aiohttp.ClientSession(trust_env=False) as session:
+        recv.plan["/down"] = [500]
+        await completed_batch(store, recv.url + "/down")
+        loop = Deliverer(
+            store,
+            session=session,
+            policy=LOOPBACK,
+            retry=RetryPolicy((3600.0,), retry_after_cap_s=2.0),
+            poll_s=0.05,
+            clock=lambda: now[0],
+            destinations=Destinations(threshold=1, first_cooldown_s=30.0),
+        )
+        running = asyncio.create_task(loop.run())
+        try:
+            await recv.wait_for("/down", 1)
+            during = await eventually(backed_off, until=lambda value: value == 1.0)
+            await loop.stop(grace_s=1.0)
+        finally:
+            running.cancel()
+        now[0] += 31.0  # the cool-down is over; nothing has been tried since
+        after = backed_off()
+    assert (during, after) == (1.0, 0.0)
+    assert len(recv.received("/down")) == 1
