@@ -71,11 +71,17 @@ async def test_a_batch_leased_as_it_was_saved_is_resumed_by_another_process_afte
     try:
         async with receiver() as recv:
             async with AsyncClient(server.url, key, secret) as api:
-                # once a first batch is done, the worker has looked at the queue: it takes the next
-                # one as it is saved
                 await api.wait(await api.run([{"namespace": "test", "action": "echo", "params": {}}]))
-                async_id = await api.run(jobs_of(0), callback_url=f"{recv.url}/kill")
-                status = await api.status(async_id)
+                # An idle worker takes the next batch as it is saved once it has looked at the
+                # queue again, a moment after its last batch ended; a batch sent sooner is queued
+                # and claimed instead: it runs to its end, and the next one is sent.
+                for attempt in range(5):
+                    path = f"/kill{attempt}"
+                    async_id = await api.run(jobs_of(0), callback_url=recv.url + path)
+                    status = await api.status(async_id)
+                    if status["status"] == "running" and status["startedAt"] == status["createdAt"]:
+                        break
+                    await api.wait(async_id, poll_s=0.05)
             assert status["status"] == "running" and status["startedAt"] == status["createdAt"]
             assert server.signal(signal.SIGKILL) == -signal.SIGKILL
             api_only = ServeProcess(db_url, tmp_path / "api.log", env=env, args=["--no-worker"]).start()
@@ -89,7 +95,7 @@ async def test_a_batch_leased_as_it_was_saved_is_resumed_by_another_process_afte
             try:
                 async with AsyncClient(api_only.url, key, secret) as api:
                     results = (await api.wait(async_id, poll_s=0.05, timeout_s=60))["results"]
-                [call, *again] = await recv.wait_for("/kill", 1)
+                [call, *again] = await recv.wait_for(path, 1)
             finally:
                 api_only.stop()
         echoes = [r["response"] for r in results if r["action"] == "echo"]
