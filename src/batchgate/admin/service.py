@@ -105,7 +105,7 @@ class AdminService:
 
     async def callbacks(self, batches: Sequence[Batch]) -> dict[str, dict[str, Any] | None]:
         """The callback state of each batch, as `status` reports it (None: no callback URL)."""
-        states = {b.id: await self.store.delivery_state(b.id) for b in batches if b.callback_url}
+        states = await self.store.delivery_states([b.id for b in batches if b.callback_url])
         return {b.id: status_of(b, states.get(b.id))["callback"] for b in batches}
 
     async def failed_deliveries(

@@ -467,8 +467,8 @@ class Store(ABC):
     ) -> str | None:
         """The batch this same request made before (the same signed request, or the same
         Idempotency-Key with the same fingerprint), if any: what `submit` would answer again."""
-        if request is not None and (batch_id := await self._seen_batch(request)):
-            return batch_id
+        if request is not None and (seen := await self._seen_request(request)) and seen[0]:
+            return str(seen[0])
         if idempotency is not None:
             found = await self._idempotent_batch(account, idempotency.key)
             if found is not None and found[0] == idempotency.fingerprint:
@@ -479,13 +479,11 @@ class Store(ABC):
         """Whether this signed request was noted before. A change notes it as it is made, which
         refuses a replay; this read lets a replay be refused as one before a limit would refuse it
         for another reason."""
-        return await self._noted(request)
+        return await self._seen_request(request) is not None
 
     @abstractmethod
-    async def _seen_batch(self, request: RequestId) -> str | None: ...
-
-    @abstractmethod
-    async def _noted(self, request: RequestId) -> bool: ...
+    async def _seen_request(self, request: RequestId) -> Sequence[Any] | None:
+        """The note of a signed request, `(batch id or None,)`, or None when it was never noted."""
 
     @abstractmethod
     async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
@@ -520,14 +518,14 @@ class Store(ABC):
         """Every job of a batch in order: its params as run, and its response and outcome (None
         while it has not run)."""
 
-    @abstractmethod
     async def delivery_state(self, batch_id: str) -> DeliveryState | None:
         """The newest callback delivery of a batch, or None when it has had none."""
+        return (await self.delivery_states([batch_id])).get(batch_id)
 
     @abstractmethod
     async def delivery_states(self, batch_ids: Sequence[str]) -> dict[str, DeliveryState]:
         """The newest callback delivery of each of these batches that has had one, in one read (a
-        page of `batch.list`)."""
+        page of `batch.list` or of the console)."""
 
     async def usage(self, account: str) -> Usage:
         """What the account holds now."""

@@ -349,12 +349,11 @@ class PostgresStore(Store):
         return batch_id
 
     @wrap_exceptions
-    async def _seen_batch(self, request: RequestId) -> str | None:
-        return await self._seen_batch_in(self._pool, request)
-
-    @wrap_exceptions
-    async def _noted(self, request: RequestId) -> bool:
-        return await self._pool.fetchrow(Q["seen_request"], request.key, request.signature) is not None
+    async def _seen_request(self, request: RequestId) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = await self._pool.fetchrow(
+            Q["seen_request"], request.key, request.signature
+        )
+        return row
 
     @wrap_exceptions
     async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
@@ -388,11 +387,6 @@ class PostgresStore(Store):
     @wrap_exceptions
     async def job_results(self, batch_id: str) -> list[JobResult]:
         return [job_result_from_row(row) for row in await self._pool.fetch(Q["job_results"], batch_id)]
-
-    @wrap_exceptions
-    async def delivery_state(self, batch_id: str) -> DeliveryState | None:
-        row = await self._pool.fetchrow(Q["newest_delivery"], batch_id)
-        return delivery_state_from_row(row) if row else None
 
     @wrap_exceptions
     async def delivery_states(self, batch_ids: Sequence[str]) -> dict[str, DeliveryState]:

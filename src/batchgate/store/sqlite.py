@@ -343,13 +343,8 @@ class SQLiteStore(Store):
 
         return await self._write(insert)
 
-    async def _seen_batch(self, request: RequestId) -> str | None:
-        row = await self._read(lambda c: c.execute(Q["seen_request"], _request(request)).fetchone())
-        return row[0] if row else None
-
-    async def _noted(self, request: RequestId) -> bool:
-        row = await self._read(lambda c: c.execute(Q["seen_request"], _request(request)).fetchone())
-        return row is not None
+    async def _seen_request(self, request: RequestId) -> Sequence[Any] | None:
+        return await self._read(lambda c: c.execute(Q["seen_request"], _request(request)).fetchone())
 
     async def _idempotent_batch(self, account: str, key: str) -> tuple[str, str] | None:
         row = await self._read(
@@ -385,10 +380,6 @@ class SQLiteStore(Store):
     async def job_results(self, batch_id: str) -> list[JobResult]:
         rows = await self._read(lambda c: c.execute(Q["job_results"], {"batch_id": batch_id}).fetchall())
         return [job_result_from_row(row) for row in rows]
-
-    async def delivery_state(self, batch_id: str) -> DeliveryState | None:
-        row = await self._read(lambda c: c.execute(Q["newest_delivery"], {"batch_id": batch_id}).fetchone())
-        return delivery_state_from_row(row) if row else None
 
     async def delivery_states(self, batch_ids: Sequence[str]) -> dict[str, DeliveryState]:
         ids = json.dumps(list(batch_ids))

@@ -81,14 +81,9 @@ LIMIT :limit;
 SELECT namespace, action, coalesce(resolved_params, params), response, outcome
 FROM jobs WHERE batch_id = :batch_id ORDER BY idx;
 
--- name: newest_delivery
-SELECT d.status, d.attempts, d.next_at,
-       (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id ORDER BY a.number DESC LIMIT 1)
-FROM deliveries d WHERE d.batch_id = :batch_id
-ORDER BY d.created_at DESC, d.rowid DESC LIMIT 1;
-
 -- name: newest_deliveries
--- newest_delivery for each batch of a JSON array of ids, with the batch's id first.
+-- The newest delivery of each batch of a JSON array of ids: (batch id, status, attempts, next_at,
+-- the last attempt's HTTP status).
 SELECT d.batch_id, d.status, d.attempts, d.next_at,
        (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id ORDER BY a.number DESC LIMIT 1)
 FROM json_each(:batch_ids) ids
