@@ -139,6 +139,27 @@ async def test_job_params_are_kept_byte_for_byte(store: Store, key: ApiKey) -> N
     assert params.encode() in await results_of(store, batch)
 
 
+# What JSON text may hold: every backend keeps each character as it was sent.
+ODD_STRINGS = ['"quoted", \\ a backslash', "\x01 \x1f \t \n", "é ü 😀 \u2028", "\\u0000 is six characters"]
+
+
+async def test_every_character_of_params_ids_and_responses_is_kept(store: Store, key: ApiKey) -> None:
+    # JSON text as a client may space it, which is kept as sent
+    texts = [orjson.dumps({"s": s, "n": n}).decode().replace(",", " ,  ") for n, s in enumerate(ODD_STRINGS)]
+    pairs = list(zip(texts, ODD_STRINGS, strict=True))
+    specs = [JobSpec("test", "echo", text, key=f"job {n}: {s[:8]}") for n, (text, s) in enumerate(pairs)]
+    await submit(store, key, specs, None)
+    lease = await claim_one(store)
+    assert lease.jobs == dict(enumerate(specs))
+    assert lease.keys == {spec.key: index for index, spec in enumerate(specs)}
+    responses = [text.replace('"s"', '"echoed"').encode() for text in texts]
+    finished = [Finished(i, body, JobOutcome.SUCCEEDED, time.time()) for i, body in enumerate(responses)]
+    assert await store.record(lease, finished, done=len(specs), lease_s=LEASE_S) is COMPLETED
+    results = await store.job_results(lease.batch_id)
+    assert [r.params for r in results] == texts
+    assert [r.response for r in results] == [body.decode() for body in responses]
+
+
 async def test_results_expire_after_the_ttl(store: Store, key: ApiKey, clock: Clock) -> None:
     batch = await submit(store, key, jobs(1), None)
     await record_from(store, await claim_one(store))
