@@ -112,34 +112,23 @@ def parse_jobs(params: Any) -> list[JobSpec]:
             specific_code=errors.TOO_MANY_JOBS,
         )
     parsed = [_parse_job(i, job) for i, job in enumerate(jobs)]
-    if not any(job.key is not None or job.waits or REF_MARK in job.text for job in parsed):
-        return [JobSpec(job.namespace, job.action, job.text) for job in parsed]  # no workflow
-    ids = [job.key for job in parsed]
+    specs = [spec for spec, _, _ in parsed]
+    if not any(spec.key is not None or waits or REF_MARK in spec.params for spec, waits, _ in parsed):
+        return specs  # no workflow
+    ids = [spec.key for spec in specs]
     duplicates = sorted({job_id for job_id in ids if job_id is not None and ids.count(job_id) > 1})
     if duplicates:
         raise _job_format(f"the id {duplicates[0]!r} is given to more than one job")
     try:
-        graph = dependencies(ids, [job.waits for job in parsed], [job.params for job in parsed])
+        graph = dependencies(ids, [waits for _, waits, _ in parsed], [params for _, _, params in parsed])
     except InvalidGraph as exc:
         raise _job_format(str(exc)) from None
-    return [
-        JobSpec(job.namespace, job.action, job.text, job.key, deps)
-        for job, deps in zip(parsed, graph, strict=True)
-    ]
+    return [replace(spec, depends_on=deps) for spec, deps in zip(specs, graph, strict=True)]
 
 
-@dataclass(slots=True)  # one per job: not frozen, like models.JobSpec
-class _ParsedJob:
-    namespace: str
-    action: str
-    params: Any
-    text: str  # the params as stored
-    key: str | None  # the job's "id"
-    waits: list[str]  # its "dependsOn"
-
-
-def _parse_job(index: int, job: Any) -> _ParsedJob:
-    """One job's shape, before the graph the batch's jobs make is checked."""
+def _parse_job(index: int, job: Any) -> tuple[JobSpec, list[str], Any]:
+    """One job's shape, with what the graph its batch's jobs make is checked from: its
+    `dependsOn` and its params, decoded."""
     if not isinstance(job, dict):
         raise _job_format(f"job {index} is not an object")
     for key in ("namespace", "action"):
@@ -162,7 +151,7 @@ def _parse_job(index: int, job: Any) -> _ParsedJob:
         text = orjson.dumps(params).decode()
     except orjson.JSONEncodeError as exc:  # nested deeper than JSON is written
         raise _job_format(f"job {index} 'params' cannot be stored: {exc}") from None
-    return _ParsedJob(job["namespace"], job["action"], params, text, job_id, waits)
+    return JobSpec(job["namespace"], job["action"], text, job_id), waits, params
 
 
 def _async_id(params: dict[str, Any]) -> str:

@@ -23,6 +23,10 @@ class JobOutcome(StrEnum):
     CANCELLED = "cancelled"  # it never ran: the batch was cancelled first
 
 
+# Each outcome by its value: what a row read holds, found without the enum's own (slow) call
+OUTCOMES: dict[str, JobOutcome] = {outcome.value: outcome for outcome in JobOutcome}
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"

@@ -54,9 +54,10 @@ DEFAULT_THREADS = 32
 DEFAULT_PROCESSES = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per job: not frozen, which costs 3-4x to create (models.JobSpec)
 class ActionContext:
-    """Who is calling, and for a batch job, which one (`async_id` is None for a direct call)."""
+    """Who is calling, and for a batch job, which one (`async_id` is None for a direct call).
+    Each call has its own, to read."""
 
     account: str
     async_id: str | None = None

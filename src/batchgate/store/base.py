@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from batchgate import webhooks
 from batchgate.models import (
+    OUTCOMES,
     ApiKey,
     Attempt,
     AuditEntry,
@@ -29,7 +30,6 @@ from batchgate.models import (
     DeliveryStatus,
     DeliveryView,
     Finished,
-    JobOutcome,
     JobResult,
     JobSpec,
     JobView,
@@ -74,7 +74,7 @@ def batch_from_row(row: Sequence[Any]) -> Batch:
 def job_result_from_row(row: Sequence[Any]) -> JobResult:
     """(namespace, action, params as run, response, outcome)."""
     namespace, action, params, response, outcome = row
-    return JobResult(namespace, action, params, response, outcome and JobOutcome(outcome))
+    return JobResult(namespace, action, params, response, outcome and OUTCOMES[outcome])
 
 
 def lease_from_rows(batch: Sequence[Any], jobs: Sequence[Sequence[Any]]) -> Lease:
@@ -90,7 +90,7 @@ def lease_from_rows(batch: Sequence[Any], jobs: Sequence[Sequence[Any]]) -> Leas
             waits = tuple(json.loads(depends_on)) if depends_on else ()
             pending[index] = JobSpec(namespace, action, params, key, waits)
         else:
-            outcomes[index] = JobOutcome(outcome)
+            outcomes[index] = OUTCOMES[outcome]
     return Lease(
         batch_id=batch_id,
         account=account,
@@ -143,7 +143,7 @@ def job_view_from_row(row: Sequence[Any]) -> JobView:
     ) = row
     waits = tuple(json.loads(depends_on)) if depends_on else ()
     return JobView(
-        index, namespace, action, key, waits, request, response, outcome and JobOutcome(outcome),
+        index, namespace, action, key, waits, request, response, outcome and OUTCOMES[outcome],
         finished_at, duration_ms, attempts,
     )  # fmt: skip
 
