@@ -74,8 +74,9 @@ class Plan:
     concurrent_shapes: list[str] | None = field(
         default_factory=lambda: ["noop burst", "io10 burst", "io10 solo", "http burst", "http solo"]
     )
-    # BG-SC10 (concurrency 10 at the default 50 batches in flight) beside BG-S's sequential io10 burst
-    concurrent10_shapes: list[str] | None = field(default_factory=lambda: ["io10 burst"])
+    # BG-SC10 (concurrency 10 at the default 50 batches in flight) beside BG-S's sequential io10
+    # burst, and its solo cell: what a client waiting for one batch gains
+    concurrent10_shapes: list[str] | None = field(default_factory=lambda: ["io10 burst", "io10 solo"])
     # BG-S0 (BG-S with metrics and info logs off) where observability could cost: the noop burst
     # and `run`, compared with BG-S's
     unobserved_shapes: list[str] | None = field(default_factory=lambda: ["noop burst", "noop run"])

@@ -244,6 +244,13 @@ def targets(
     )
     basis = "BG-SC10's io10 burst / BG-S's noop burst: 1 when waiting costs nothing and the CPU bounds both"
     found.append(_target("io10 burst jobs/s, concurrency 10 / noop burst", ratio, REPORTED, basis))
+    # ... and what it buys a client waiting for one batch
+    ratio = _ratio(
+        median("BG-SC10", "io10", "solo", "e2e_p50_ms"), median("BG-S", "io10", "solo", "e2e_p50_ms")
+    )
+    basis = f"{batch} io10 batches sent one at a time; BG-SC10: 10 jobs at a time, BG-S: in order"
+    name = "io10 solo submit->callback p50, concurrency 10 / sequential"
+    found.append(_target(name, ratio, REPORTED, basis))
     ratio = _ratio(
         median("BG-P2", "noop", "burst", "jobs_per_s"), median("BG-P1", "noop", "burst", "jobs_per_s")
     )

@@ -184,14 +184,15 @@ def test_bg_s0_runs_batchgate_with_every_metric_update_a_no_op() -> None:
 
 def test_bg_sc10_asks_for_concurrency_10_at_the_default_batches_in_flight() -> None:
     """BG-SC10 is compared with BG-S alone: the same 50 batches in flight, each 10 jobs at a time
-    (the others are capped at 50 jobs in flight), and it runs the io10 burst only."""
+    (the others are capped at 50 jobs in flight), and it runs the io10 burst and solo only."""
     systems = {system.id: system for system in all_systems()}
     concurrent, sequential, capped = systems["BG-SC10"], systems["BG-S"], systems["BG-SC"]
     assert concurrent.run_options == {"concurrency": 10} and not sequential.run_options
     assert getattr(concurrent, "max_batches", None) == getattr(sequential, "max_batches", None) == 50
     assert getattr(capped, "max_batches", None) == 1  # 50 concurrent jobs of one batch
     cells = Plan(reps=1).cells(["BG-S", "BG-SC10"])
-    assert {(c.kind, c.shape.label) for c in cells if c.system == "BG-SC10"} == {("io10", "burst")}
+    only = {(c.kind, c.shape.label) for c in cells if c.system == "BG-SC10"}
+    assert only == {("io10", "burst"), ("io10", "solo")}
 
 
 def test_a_tiny_run_with_a_duplicated_callback_is_void(tmp_path: Path) -> None:
@@ -292,6 +293,7 @@ def test_the_targets_are_ratios_of_made_up_medians() -> None:
         _row("BG-SC", "io10", "burst", jobs_per_s=4500),  # / 1500 (ARQ-T, the best) = 3: not met
         _row("BG-S", "io10", "burst", jobs_per_s=4200),  # 2.8, reported
         _row("BG-SC10", "io10", "burst", jobs_per_s=16800),  # / 4200 (BG-S) = 4: not met
+        _row("BG-SC10", "io10", "solo", e2e_p50_ms=252),  # / 2100 (BG-S) = 0.12, reported
         _row("ARQ-T", "io10", "burst", jobs_per_s=1500),
         _row("CEL-T", "io10", "burst", jobs_per_s=500),
         _row("SAQ-T", "io10", "burst", jobs_per_s=1200),
@@ -335,11 +337,12 @@ def test_the_targets_are_ratios_of_made_up_medians() -> None:
     check("io10 burst jobs/s, BG-S / the best tuned peer", 2.8, "reported", None)
     check("io10 burst jobs/s, concurrency 10 / sequential", 4.0, ">= 5", False)
     check("io10 burst jobs/s, concurrency 10 / noop burst", 1.68, "reported", None)  # 16800 / 10000
+    check("io10 solo submit->callback p50, concurrency 10 / sequential", 0.12, "reported", None)
     scale = check("noop burst jobs/s, PostgreSQL 2 workers / 1 worker", 0.75, "reported", None)
     assert "bench/scaleout" in scale["basis"]
     check("noop burst jobs/s with observability on / off", 0.952, ">= 0.9", True)  # rounded
     check("run calls/s with observability on / off", 0.75, ">= 0.9", False)
     check("peak RSS of `batchgate serve` during the noop burst (MB)", 90, "< 150", True)
-    assert len(found) == 22
+    assert len(found) == 23
     # nothing measured: every value None, every goal's `met` None
     assert all(t["value"] is None and t["met"] is None for t in report_module.targets([], {}))
