@@ -26,6 +26,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 from yarl import URL
 
@@ -66,6 +67,7 @@ LEASE_LOST = "batchgate.lease_lost"
 
 MAX_NAME = 120  # characters of a job span's name: a client names the action
 RECENT = 4096  # span contexts remembered for links, per process
+_W3C = TraceContextTextMapPropagator()  # a traceparent stored with a batch, whatever OTEL_PROPAGATORS says
 
 Facts = Mapping[str, AttributeValue]
 _NO_FACTS: Facts = MappingProxyType({})
@@ -92,6 +94,11 @@ class Spans:
     def inject(self, headers: MutableMapping[str, str]) -> None:
         propagate.inject(headers)
 
+    def traceparent(self) -> str | None:
+        carrier: dict[str, str] = {}
+        _W3C.inject(carrier)
+        return carrier.get("traceparent")
+
     # links between one batch's traces --------------------------------------------------------
     def _remember(self, async_id: str, span: Span) -> None:
         context = span.get_span_context()
@@ -102,8 +109,13 @@ class Spans:
         if len(self.recent) > RECENT:
             del self.recent[next(iter(self.recent))]
 
-    def _links(self, async_id: str) -> list[Link]:
+    def _links(self, async_id: str, traceparent: str | None = None) -> list[Link]:
+        """A link to the batch's last span in this process, or else to the span whose traceparent
+        was stored with it (its `batch.run`, in the process that accepted it)."""
         context = self.recent.get(async_id)
+        if context is None and traceparent:
+            stored = trace.get_current_span(_W3C.extract({"traceparent": traceparent})).get_span_context()
+            context = stored if stored.is_valid else None
         return [] if context is None else [Link(context)]
 
     # the API ---------------------------------------------------------------------------------
@@ -142,7 +154,7 @@ class Spans:
             PENDING: len(lease.jobs),
             CONCURRENCY: lease.concurrency,
         }
-        links = self._links(lease.batch_id)
+        links = self._links(lease.batch_id, lease.traceparent)
         with self._span("batch.process", kind=SpanKind.CONSUMER, attributes=attributes, links=links) as span:
             self._remember(lease.batch_id, span)
             token = _facts.set(facts)

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from batchgate import events
+from batchgate import events, tracing
 from batchgate.destinations import destination_of
 from batchgate.loops import Slot
 from batchgate.models import ApiKey, Batch, BatchStatus, JobResult, JobSpec, Lease
@@ -248,6 +248,7 @@ class Batches:
                 request=caller.request,
                 idempotency=idempotency,
                 lease_to=slot,
+                traceparent=tracing.traceparent(),
             )
         except StoreError as exc:
             raise InternalError("The information was not saved", specific_code=errors.NOT_SAVED) from exc

@@ -159,6 +159,7 @@ class Lease:
     keys: dict[str, int] = field(default_factory=dict)  # a workflow's job ids -> their indexes
     concurrency: int = 1
     cancel_requested: bool = False
+    traceparent: str | None = None  # of the `batch.run` span that made the batch, when traced
 
     @property
     def done(self) -> int:

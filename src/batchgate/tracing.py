@@ -11,6 +11,7 @@ given (the decorated coroutine itself, no extra frame): a job pays about 0.1 µs
 The hooks sit at the edges of the modules they trace:
 
     server/app.py          batch_call        the `batch.run` span, child of the client's traceparent
+    batches.py             traceparent       that span's, stored with the batch it makes
     runner.py              batch_run, job    the worker's span of a batch, one child span per job
     actions/upstream.py    upstream_attempt  one client span per HTTP attempt; `inject` its traceparent
     delivery.py            callback_attempt  one client span per callback attempt; `inject` likewise
@@ -165,6 +166,13 @@ def callback_attempt(
         return spans.callback(post, deliverer, delivery, body)
 
     return traced
+
+
+def traceparent() -> str | None:
+    """The current span's W3C traceparent, stored with the batch a `batch.run` makes, so that a
+    worker in another process links to it; None while tracing is off."""
+    spans = _spans
+    return None if spans is None else spans.traceparent()
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

@@ -148,9 +148,9 @@ def test_an_api_process_and_a_worker_process_both_export_and_flush_at_stop(
         spans = {span.name: span for span in otlp.spans()}
     assert sorted(spans) == ["batch.process", "batch.run", "job test.echo"], log.read_text()
     assert {span.service for span in spans.values()} == {"bg"}
-    # no link across processes: the asyncId ties the API's span to the worker's
+    # the worker's process never saw the run: its span links to it through the stored traceparent
     assert {span.attributes["batchgate.async_id"] for span in spans.values()} == {async_id}
-    assert spans["batch.process"].links == []
+    assert spans["batch.process"].links == [spans["batch.run"].span_id]
 
 
 def test_otel_that_cannot_be_set_up_is_refused_before_anything_starts(sqlite_url: str) -> None:

@@ -23,9 +23,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from batchgate import tracing
+from batchgate.actions.testing import builtin_actions
 from batchgate.client import build_request
 from batchgate.config import build_app, load_config
 from batchgate.settings import Settings
+from batchgate.worker import Worker
 
 from support import LiveServer, eventually, live_server, receiver
 
@@ -221,6 +223,26 @@ async def test_a_gateway_batch_is_one_trace_from_the_run_to_its_callback(
     assert callback.attributes["batchgate.callback.attempt"] == 1
     assert callback.attributes["http.response.status_code"] == 200
     assert delivered.headers["traceparent"] == traceparent(callback)
+
+
+async def test_a_worker_in_another_process_links_its_batch_to_the_run_that_made_it(
+    each_store_settings: Settings, provider: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """`serve --no-worker` beside a `worker`: the worker has seen no `batch.run`, and links its
+    `batch.process` to the one whose traceparent was stored with the batch."""
+    tracer_provider, exporter = provider
+    tracing.enable(tracer_provider)
+    async with live_server(each_store_settings, run_worker=False) as api_only, api_only.client() as api:
+        async_id = await api.run([{"namespace": "test", "action": "echo", "params": {"n": 1}}])
+        tracing.enable(tracer_provider)  # the worker's process: the same exporter, nothing remembered
+        await Worker(api_only.service.store, builtin_actions(sleep_cap_s=1)).run(until_idle=True)
+        assert (await api.progress(async_id)) == 100
+
+    spans = list(exporter.get_finished_spans())
+    run, batch = one(spans, "batch.run"), one(spans, "batch.process")
+    assert batch.parent is None and batch.context.trace_id != run.context.trace_id  # a trace of its own
+    [link] = batch.links
+    assert (link.context.trace_id, link.context.span_id) == (run.context.trace_id, run.context.span_id)
 
 
 async def test_a_failed_callback_attempt_is_an_error_span_and_the_retry_another(

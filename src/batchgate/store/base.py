@@ -79,9 +79,9 @@ def job_result_from_row(row: Sequence[Any]) -> JobResult:
 
 def lease_from_rows(batch: Sequence[Any], jobs: Sequence[Sequence[Any]]) -> Lease:
     """A Lease from the claimed batch (id, account, callback_url, run, token, job_count,
-    concurrency, cancel requested) and every one of its jobs (idx, namespace, action, params,
-    key, depends_on as a JSON array or None, outcome)."""
-    batch_id, account, callback_url, run, token, job_count, concurrency, cancel_requested = batch
+    concurrency, cancel requested, traceparent) and every one of its jobs (idx, namespace, action,
+    params, key, depends_on as a JSON array or None, outcome)."""
+    batch_id, account, callback_url, run, token, job_count, concurrency, cancel_requested, traceparent = batch
     pending, outcomes, keys = {}, {}, {}
     for index, namespace, action, params, key, depends_on, outcome in jobs:
         if key is not None:
@@ -103,6 +103,7 @@ def lease_from_rows(batch: Sequence[Any], jobs: Sequence[Sequence[Any]]) -> Leas
         keys=keys,
         concurrency=concurrency,
         cancel_requested=bool(cancel_requested),
+        traceparent=traceparent,
     )
 
 
@@ -408,10 +409,12 @@ class Store(ABC):
         request: RequestId | None = None,
         idempotency: IdempotencyClaim | None = None,
         lease_to: Offer[Lease] | None = None,
+        traceparent: str | None = None,
     ) -> Submitted:
         """Commits a batch and all its jobs in one transaction, queued; or, for a request seen
         before (the same signed request, or the same Idempotency-Key and body), nothing: the
-        answer names the batch it made. `destination` is the callback's host:port.
+        answer names the batch it made. `destination` is the callback's host:port; `traceparent`
+        the span of the call that made it, which the worker's span of the batch links to.
 
         Given `lease_to` (a worker of this process with room now), the batch is written running
         and leased to it, in the same transaction, and handed to it once committed: no claim, no
@@ -432,7 +435,9 @@ class Store(ABC):
             started_at=None if leasing is None else now,
             concurrency=concurrency,
         )
-        submitted = await self._insert_batch(batch, jobs, destination, request, idempotency, leasing)
+        submitted = await self._insert_batch(
+            batch, jobs, destination, request, idempotency, leasing, traceparent
+        )
         if leasing is None or lease_to is None or submitted.outcome is not SubmitOutcome.CREATED:
             return submitted
         lease = Lease(
@@ -445,6 +450,7 @@ class Store(ABC):
             jobs=dict(enumerate(jobs)),
             keys={job.key: index for index, job in enumerate(jobs) if job.key is not None},
             concurrency=concurrency,
+            traceparent=traceparent,
         )
         lease_to.take(lease)
         return replace(submitted, lease=lease)
@@ -458,6 +464,7 @@ class Store(ABC):
         request: RequestId | None,
         idempotency: IdempotencyClaim | None,
         leasing: Leasing | None,
+        traceparent: str | None,
     ) -> Submitted:
         """Given `leasing`, the batch (status running, started) holds that lease as it is written,
         and no other process is told of it (nobody else may take it)."""

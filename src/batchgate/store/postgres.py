@@ -293,6 +293,7 @@ class PostgresStore(Store):
         request: RequestId | None,
         idempotency: IdempotencyClaim | None,
         leasing: Leasing | None,
+        traceparent: str | None,
     ) -> Submitted:
         args = (
             batch.id,
@@ -313,6 +314,7 @@ class PostgresStore(Store):
             *(_request(request) if request else (None, None, None)),
             batch.started_at,
             *((leasing.owner, leasing.token, leasing.until) if leasing else (None, None, None)),
+            traceparent,
         )
         if idempotency is None:
             if await self._pool.fetchval(Q["insert_batch"], *args) is not None:
@@ -453,7 +455,7 @@ class PostgresStore(Store):
     ) -> list[Lease]:
         await self._keep_clock_synced()
         rows = await self._pool.fetch(Q["claim_batches"], owner, now, limit, now + lease_s, skip_namespaces)
-        return [lease_from_rows(row[:8], list(zip(*row[8:], strict=True))) for row in rows]
+        return [lease_from_rows(row[:9], list(zip(*row[9:], strict=True))) for row in rows]
 
     @wrap_exceptions
     async def _advance(self, lease: Lease, finished: Sequence[Finished], *, until: float) -> Recorded:

@@ -280,6 +280,7 @@ class SQLiteStore(Store):
         request: RequestId | None,
         idempotency: IdempotencyClaim | None,
         leasing: Leasing | None,
+        traceparent: str | None,
     ) -> Submitted:
         def insert(c: sqlite3.Connection) -> Submitted:
             if request is not None and idempotency is None:
@@ -328,6 +329,7 @@ class SQLiteStore(Store):
                     "lease_owner": leasing and leasing.owner,
                     "lease_token": leasing and leasing.token,
                     "lease_expires": leasing and leasing.until,
+                    "traceparent": traceparent,
                 },
             )
             c.executemany(

@@ -79,7 +79,7 @@ SELECT fingerprint, batch_id FROM idempotency_keys WHERE account = $1 AND key = 
 -- before, nothing is inserted and no row comes back. The jobs' foreign key is checked at the end
 -- of the statement, when the batch row exists. Given a lease ($20, $21, $22: owner, token, until),
 -- the batch is written running and leased to a worker of the process that accepted it, and no
--- other worker is notified: none may take it.
+-- other worker is notified: none may take it. $23: the traceparent of the run's span, if traced.
 WITH seen AS (
     INSERT INTO seen_requests (key, signature, expires_at, batch_id)
     SELECT $16, $17, $18, $1 WHERE $16::text IS NOT NULL
@@ -87,8 +87,8 @@ WITH seen AS (
     RETURNING 1
 ), batch AS (
     INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at, concurrency,
-                         destination, started_at, lease_owner, lease_token, lease_expires)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $20, $21, $22
+                         destination, started_at, lease_owner, lease_token, lease_expires, traceparent)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $20, $21, $22, $23
     WHERE $16::text IS NULL OR EXISTS (SELECT 1 FROM seen)
     RETURNING id
 ), new_jobs AS (
@@ -254,17 +254,17 @@ WITH runnable AS (
     FROM runnable
     WHERE b.id = runnable.id
     RETURNING b.id, b.account, b.callback_url, b.run, b.lease_token, b.job_count, b.concurrency,
-              b.cancel_requested_at IS NOT NULL AS cancel_requested, b.created_at
+              b.cancel_requested_at IS NOT NULL AS cancel_requested, b.traceparent, b.created_at
 )
 SELECT l.id, l.account, l.callback_url, l.run, l.lease_token, l.job_count, l.concurrency, l.cancel_requested,
-       array_agg(j.idx ORDER BY j.idx), array_agg(j.namespace ORDER BY j.idx),
+       l.traceparent, array_agg(j.idx ORDER BY j.idx), array_agg(j.namespace ORDER BY j.idx),
        array_agg(j.action ORDER BY j.idx), array_agg(j.params ORDER BY j.idx),
        array_agg(j.job_key ORDER BY j.idx), array_agg(j.depends_on ORDER BY j.idx),
        array_agg(j.outcome ORDER BY j.idx)
 FROM leased l
 JOIN jobs j ON j.batch_id = l.id
 GROUP BY l.id, l.account, l.callback_url, l.run, l.lease_token, l.job_count, l.concurrency,
-         l.cancel_requested, l.created_at
+         l.cancel_requested, l.traceparent, l.created_at
 ORDER BY l.created_at;
 
 -- name: record_jobs

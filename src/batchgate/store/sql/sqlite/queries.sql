@@ -51,9 +51,9 @@ VALUES (:account, :key, :fingerprint, :batch_id, :expires_at);
 -- name: insert_batch
 -- Queued, or (given a lease) running and leased to a worker of the process that accepted it.
 INSERT INTO batches (id, account, key, callback_url, job_count, status, run, created_at, concurrency, destination,
-                     started_at, lease_owner, lease_token, lease_expires)
+                     started_at, lease_owner, lease_token, lease_expires, traceparent)
 VALUES (:id, :account, :key, :callback_url, :job_count, :status, :run, :created_at, :concurrency, :destination,
-        :started_at, :lease_owner, :lease_token, :lease_expires);
+        :started_at, :lease_owner, :lease_token, :lease_expires, :traceparent);
 
 -- name: insert_job
 INSERT INTO jobs (batch_id, idx, namespace, action, params, job_key, depends_on) VALUES (?, ?, ?, ?, ?, ?, ?);
@@ -172,7 +172,7 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id, account, callback_url, run, lease_token, job_count, concurrency,
-          cancel_requested_at IS NOT NULL, created_at;
+          cancel_requested_at IS NOT NULL, traceparent, created_at;
 
 -- name: lease_jobs
 SELECT idx, namespace, action, params, job_key, depends_on, outcome FROM jobs WHERE batch_id = :id ORDER BY idx;
