@@ -418,10 +418,12 @@ async def test_the_rate_limit_holds(settings: Settings, tmp_path: Path) -> None:
             await run_batches(server, [[("event", "getEvent", {"id": n})] * 3 for n in range(6)])
     arrivals = sorted(call.at for call in counted.calls)
     most_in_a_second = max(sum(1 for t in arrivals if start <= t <= start + 1.0) for start in arrivals)
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    # No burst: each start waited for its slot, 0.1 s after the one before. Measured over two slots,
+    # as the stub sees them: one call held up on its way (by a busy loop) narrows the gap after it.
+    spans = [c - a for a, c in zip(arrivals, arrivals[2:], strict=False)]
     assert len(arrivals) == 18
     assert most_in_a_second <= 11  # 10 per second: starts 0.1 s apart, so a closed 1 s window holds 11
-    assert min(gaps) >= 0.05, gaps  # no burst: each start waited for its slot
+    assert min(spans) >= 0.12, spans
     assert arrivals[-1] - arrivals[0] >= 1.6
 
 
