@@ -244,6 +244,17 @@ def targets(
     )
     basis = "BG-SC10's io10 burst / BG-S's noop burst: 1 when waiting costs nothing and the CPU bounds both"
     found.append(_target("io10 burst jobs/s, concurrency 10 / noop burst", ratio, REPORTED, basis))
+    # the most concurrency could reach on this host: an io10 job costs at least a noop job's CPU
+    ratio = _ratio(
+        median("BG-S", "noop", "burst", "jobs_per_s"), median("BG-S", "io10", "burst", "jobs_per_s")
+    )
+    basis = (
+        "BG-S's noop burst / BG-S's io10 burst: what concurrency 10 / sequential reaches when waiting "
+        "costs nothing, on this host (the sequential burst is bound by its sleeps, the noop one by the CPU)"
+    )
+    found.append(
+        _target("io10 burst: this host's bound on concurrency 10 / sequential", ratio, REPORTED, basis)
+    )
     # ... and what it buys a client waiting for one batch
     ratio = _ratio(
         median("BG-SC10", "io10", "solo", "e2e_p50_ms"), median("BG-S", "io10", "solo", "e2e_p50_ms")

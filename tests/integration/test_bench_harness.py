@@ -338,11 +338,14 @@ def test_the_targets_are_ratios_of_made_up_medians() -> None:
     check("io10 burst jobs/s, concurrency 10 / sequential", 4.0, ">= 5", False)
     check("io10 burst jobs/s, concurrency 10 / noop burst", 1.68, "reported", None)  # 16800 / 10000
     check("io10 solo submit->callback p50, concurrency 10 / sequential", 0.12, "reported", None)
+    check(
+        "io10 burst: this host's bound on concurrency 10 / sequential", 2.381, "reported", None
+    )  # 10000 / 4200
     scale = check("noop burst jobs/s, PostgreSQL 2 workers / 1 worker", 0.75, "reported", None)
     assert "bench/scaleout" in scale["basis"]
     check("noop burst jobs/s with observability on / off", 0.952, ">= 0.9", True)  # rounded
     check("run calls/s with observability on / off", 0.75, ">= 0.9", False)
     check("peak RSS of `batchgate serve` during the noop burst (MB)", 90, "< 150", True)
-    assert len(found) == 23
+    assert len(found) == 24
     # nothing measured: every value None, every goal's `met` None
     assert all(t["value"] is None and t["met"] is None for t in report_module.targets([], {}))
