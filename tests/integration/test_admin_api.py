@@ -278,3 +278,31 @@ async def test_unknown_paths_and_methods_answer_json_errors(server: AdminServer)
     assert (await http.post("/admin/api/keys", json=[1])).json["message"] == "the body must be a JSON object"
     big = await http.post("/admin/api/keys", json={"account": "x" * 70_000})
     assert big.status == 413
+
+
+async def test_a_nul_character_anywhere_is_a_400_on_every_store(server: AdminServer) -> None:
+    """PostgreSQL's text cannot hold a NUL: a path, query or body holding one is refused as it
+    comes in, rather than failing in the store (it was a 500 there)."""
+    http = api(server)
+    paths = [
+        ("GET", "/admin/api/batches/a%00b"),
+        ("POST", "/admin/api/batches/a%00b/cancel"),
+        ("POST", "/admin/api/batches/a%00b/restart"),
+        ("POST", "/admin/api/batches/a%00b/repost"),
+        ("POST", "/admin/api/deliveries/a%00b/redeliver"),
+        ("POST", "/admin/api/keys/a%00b/revoke"),
+        ("POST", "/admin/api/keys/a%00b/rotate-webhook-secret"),
+        ("GET", "/admin/api/batches?account=a%00b"),
+        ("GET", "/admin/api/batches?a%00b=1"),
+        ("GET", "/batches/a%00b"),
+    ]
+    for method, path in paths:
+        answer = await http.request(method, path)
+        assert (answer.status, answer.json["message"]) == (
+            400,
+            "the path and the query may not hold a NUL character",
+        ), (method, path)
+    before = (await http.get("/admin/api/keys")).json["keys"]
+    created = await http.post("/admin/api/keys", json={"account": "a\x00b"})
+    assert (created.status, created.json["message"]) == (400, "the body may not hold a NUL character")
+    assert (await http.get("/admin/api/keys")).json["keys"] == before

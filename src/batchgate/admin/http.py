@@ -44,6 +44,8 @@ class Request:
     async def read(cls, scope: Scope, receive: Receive) -> Request:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        if _has_nul(scope["path"], *query, *query.values()):
+            raise BadRequest("the path and the query may not hold a NUL character")
         server = scope.get("server") or (None, None)
         body = await _body(receive) if scope["method"] in ("POST", "PUT", "DELETE", "PATCH") else b""
         return cls(scope["method"], scope["path"], query, headers, _cookies(headers), server[1], body)
@@ -56,7 +58,10 @@ class Request:
         """The body's fields, as a browser posts a form (or a JSON object's string values)."""
         if self.headers.get("content-type", "").startswith("application/json"):
             return {k: str(v) for k, v in self.json().items() if isinstance(v, str | int | float | bool)}
-        return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+        fields = dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+        if _has_nul(*fields, *fields.values()):
+            raise BadRequest(NUL_IN_BODY)
+        return fields
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; an empty body is an empty object."""
@@ -68,7 +73,17 @@ class Request:
             raise BadRequest(f"the body is not JSON: {exc}") from None
         if not isinstance(value, dict):
             raise BadRequest("the body must be a JSON object")
+        if b"\\u0000" in self.body:  # a NUL as JSON writes it (or text spelling one: names and ids do not)
+            raise BadRequest(NUL_IN_BODY)
         return value
+
+
+# Names and ids hold no NUL character, and PostgreSQL's text cannot: one is refused as it comes in.
+NUL_IN_BODY = "the body may not hold a NUL character"
+
+
+def _has_nul(*texts: str) -> bool:
+    return any("\x00" in text for text in texts)
 
 
 async def _body(receive: Receive) -> bytes:
