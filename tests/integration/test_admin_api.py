@@ -258,7 +258,11 @@ async def test_system_shows_the_queue_the_outbox_the_workers_and_jobs_per_minute
 
 
 async def test_metrics_are_refreshed_from_the_store_before_each_scrape(server: AdminServer) -> None:
-    answer = await api(server).get("/metrics")
+    # The worker notes itself in the store as it starts, which may be just after the first scrape:
+    # a later scrape must then see it, read from the store.
+    answer = await eventually(
+        lambda: api(server).get("/metrics"), until=lambda got: "batchgate_workers_alive 1.0" in got.text
+    )
     assert answer.status == 200
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "batchgate_workers_alive 1.0" in answer.text
