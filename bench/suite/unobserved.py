@@ -3,9 +3,9 @@ observability costs (issue 11: the noop burst and `run` within 10 % of it).
 
 batchgate has no switch to stop counting (an operator who scrapes nothing pays for counters all
 the same), so this entry point makes every prometheus_client update do nothing before it runs the
-installed command: `labels()` answers the metric itself, and `inc`, `dec`, `set` and `observe`
-return at once. Run as `python -m bench.suite.unobserved serve ...`, with the same arguments as
-`batchgate`.
+installed command: `labels()` answers the metric itself, and `inc`, `dec`, `set`, `observe` and
+batchgate's own `Durations.observe_many` return at once. Run as
+`python -m bench.suite.unobserved serve ...`, with the same arguments as `batchgate`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import metrics
+
+from batchgate import metrics as batchgate_metrics
 
 
 def _nothing(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -33,6 +35,7 @@ def silence() -> None:
     ):
         for name in names:
             setattr(cls, name, _nothing)
+    batchgate_metrics.Durations.observe_many = _nothing  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

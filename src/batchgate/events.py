@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from functools import cache
 
 import orjson
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from batchgate import logs, metrics
 from batchgate.models import Attempt, BatchStatus, Delivery, Finished, JobOutcome, Lease
@@ -52,14 +52,17 @@ def jobs_finished(lease: Lease, finished: Iterable[Finished], action_of: dict[in
     """Counts finished jobs and their durations; a failed one is also a log line, with its codes."""
     account = metrics.AccountLabel.of(lease.account)
     counts: Tally[tuple[str, str]] = Tally()
+    seconds: dict[str, list[float]] = {}
     for job in finished:
         action = action_of.get(job.index, metrics.OTHER)
         counts[job.outcome.value, action] += 1
-        _job_seconds(action).observe(job.duration_ms / 1000)
+        seconds.setdefault(action, []).append(job.duration_ms / 1000)
         if job.outcome is JobOutcome.FAILED:
             _job_failed(lease, job, action)
     for (outcome, action), count in counts.items():  # one update per kind, not per job
         _jobs(outcome, action, account).inc(count)
+    for action, durations in seconds.items():
+        metrics.JOB_SECONDS.observe_many(action, durations)
 
 
 def _job_failed(lease: Lease, job: Finished, action: str) -> None:
@@ -119,8 +122,3 @@ def _batches(event: str, account: str) -> Counter:
 @cache
 def _jobs(outcome: str, action: str, account: str) -> Counter:
     return metrics.JOBS.labels(outcome, action, metrics.AccountLabel.of(account))
-
-
-@cache
-def _job_seconds(action: str) -> Histogram:
-    return metrics.JOB_SECONDS.labels(action)

@@ -9,6 +9,10 @@ read from the store by the admin listener before each scrape, so every process r
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+
 from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
@@ -19,8 +23,54 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from batchgate import __version__
+
+
+class Durations(Collector):
+    """A histogram with one label, observed many values at a time (`observe_many`): a
+    `Histogram`'s `observe` per value takes two locks and walks the buckets in Python, which cost
+    more than the rest of a finished job's bookkeeping; here a value is a bisect and an increment,
+    under one lock per call. Exposed as Prometheus's histogram: cumulative `_bucket`s, `_count`
+    and `_sum`."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: Iterable[float]) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = tuple(sorted(float(bound) for bound in buckets))
+        self._counts: dict[str, list[int]] = {}  # label -> per bucket (not cumulative), +Inf last
+        self._sums: dict[str, float] = {}
+        self._lock = threading.Lock()  # scrapes may read from another thread
+
+    def observe_many(self, value: str, seconds: Iterable[float]) -> None:
+        bounds = self.bounds
+        with self._lock:
+            counts = self._counts.get(value)
+            if counts is None:
+                counts = self._counts[value] = [0] * (len(bounds) + 1)
+            total = 0.0
+            for amount in seconds:
+                counts[bisect_left(bounds, amount)] += 1  # the first bucket whose bound is >= it
+                total += amount
+            self._sums[value] = self._sums.get(value, 0.0) + total
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        with self._lock:
+            taken = [(value, list(counts), self._sums[value]) for value, counts in self._counts.items()]
+        edges = [*(str(bound) for bound in self.bounds), "+Inf"]  # as Histogram spells them: 1.0, 0.0025
+        for value, counts, total in taken:
+            cumulative, running = [], 0
+            for edge, count in zip(edges, counts, strict=True):
+                running += count
+                cumulative.append((edge, float(running)))
+            family.add_metric([value], cumulative, total)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # The process's CPU, memory and open files, and the Python it runs on, as every exporter has them.
@@ -40,10 +90,8 @@ JOBS = Counter(
     "batchgate_jobs", "Jobs finished, by outcome (succeeded, failed, cancelled) and action.",
     ["outcome", "action", "account"], registry=REGISTRY,
 )  # fmt: skip
-JOB_SECONDS = Histogram(
-    "batchgate_job_duration_seconds", "How long a job ran, by action.", ["action"],
-    buckets=LATENCY, registry=REGISTRY,
-)  # fmt: skip
+JOB_SECONDS = Durations("batchgate_job_duration_seconds", "How long a job ran, by action.", "action", LATENCY)
+REGISTRY.register(JOB_SECONDS)
 SUBMIT_TO_CALLBACK = Histogram(
     "batchgate_submit_to_callback_seconds", "From a batch's run to its callback accepted.",
     buckets=LONG, registry=REGISTRY,

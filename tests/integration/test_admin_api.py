@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from admin_support import TOKEN, AdminServer, Answer, Http, admin_server, failing_jobs, finished, jobs, sleeps
 from batchgate.client import AsyncClient
@@ -268,6 +269,36 @@ async def test_metrics_are_refreshed_from_the_store_before_each_scrape(server: A
     assert "batchgate_workers_alive 1.0" in answer.text
     assert "batchgate_queue_depth 0.0" in answer.text
     assert (await api(server).post("/metrics")).status == 405
+
+
+def job_durations(exposition: str, action: str) -> dict[str, float]:
+    """The job-duration histogram's samples for one action: `count`, `sum` and each bucket (`le`)."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != "batchgate_job_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("action") == action:
+                found[sample.labels.get("le", sample.name.rpartition("_")[2])] = sample.value
+    return found
+
+
+async def test_metrics_time_every_finished_job_by_action(server: AdminServer) -> None:
+    # The registry is the test process's: compare scrapes before and after, not absolute values.
+    before = job_durations((await api(server).get("/metrics")).text, "test.sleep")
+    async with server.client() as client:
+        batch_id = await client.run(sleeps(3, 0.03) + failing_jobs(0, 1))
+    await finished(server, batch_id)
+    after = job_durations((await api(server).get("/metrics")).text, "test.sleep")
+
+    def grew(key: str) -> float:
+        return after[key] - before.get(key, 0.0)
+
+    assert grew("count") == grew("+Inf") == 4  # a failed job is timed too
+    assert grew("0.025") == 1  # the one refused at once
+    assert grew("0.05") == 4 and 0.09 <= grew("sum") < 1.0  # three sleeps of 30 ms
+    buckets = [value for key, value in after.items() if key not in ("count", "sum")]
+    assert buckets == sorted(buckets)  # cumulative, as Prometheus reads them
 
 
 async def test_unknown_paths_and_methods_answer_json_errors(server: AdminServer) -> None:

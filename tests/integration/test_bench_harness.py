@@ -161,7 +161,7 @@ def test_bg_s0_runs_batchgate_with_every_metric_update_a_no_op() -> None:
         "from bench.suite.unobserved import silence; silence()\n"
         "from batchgate import metrics\n"
         "metrics.JOBS.labels(outcome='succeeded', action='test.ping', account='').inc()\n"
-        "metrics.JOB_SECONDS.labels(action='test.ping').observe(0.5)\n"
+        "metrics.JOB_SECONDS.observe_many('test.ping', [0.5])\n"
         "metrics.LOOP_LAG.set(3)\n"
         "print(metrics.REGISTRY.get_sample_value('batchgate_job_duration_seconds_count',"
         " {'action': 'test.ping'}), metrics.REGISTRY.get_sample_value('batchgate_event_loop_lag_seconds'))\n"

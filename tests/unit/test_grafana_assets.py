@@ -79,6 +79,11 @@ def exposed() -> dict[str, Series]:
         for wrapper in vars(metrics).values()
         if isinstance(wrapper, MetricWrapperBase)
     }
+    declared |= {
+        durations.name: frozenset({durations.label})
+        for durations in vars(metrics).values()
+        if isinstance(durations, metrics.Durations)
+    }
     series: dict[str, Series] = {}
     for family in metrics.REGISTRY.collect():
         labels = set(declared.get(family.name, ()))
