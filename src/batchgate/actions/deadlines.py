@@ -23,10 +23,10 @@ class Deadlines:
 
     def start(self, timeout_s: float) -> int:
         """Watches the current task's call: cancelled once `timeout_s` has passed. The call's id."""
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a deadline needs a task to cancel")
-        loop = asyncio.get_running_loop()
         call, at = next(self._ids), loop.time() + timeout_s
         self._due[call] = (at, task)
         if at < self._timer_at or loop is not self._loop:
