@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import orjson
 import pytest
 
@@ -25,7 +28,7 @@ from batchgate.models import (
 from batchgate.protocol.results import results_body
 from batchgate.store import Store, StoreUnavailable, open_store, sql
 from batchgate.store.base import Change
-from batchgate.store.postgres import AUTOVACUUM_OFF, PostgresStore
+from batchgate.store.postgres import AUTOVACUUM_OFF, BATCHES_CHANNEL, CANCELS_CHANNEL, Notifier, PostgresStore
 
 import pg
 from support import submit
@@ -590,6 +593,73 @@ async def test_listen_wakes_on_batches_and_deliveries_queued_by_another_store(
     await claim_one(other)
     assert await other.cancel(running, cancelled=b'{"cancelled": true}') is Change.REQUESTED
     assert await asyncio.wait_for(wakes.cancels.get(), 5) == running.id
+    await wakes.next(wakes.batches)  # `running` was queued
+    queued = await submit(other, key, jobs(2), "https://example.com/cb")
+    await wakes.next(wakes.batches)
+    assert await other.cancel(queued, cancelled=b'{"cancelled": true}') is Change.DONE  # no worker held it
+    await wakes.next(wakes.deliveries)  # its callback
+
+
+class Heard:
+    """A plain LISTEN connection of the test's own, recording (channel, payload) as they arrive."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.conn: Any = None
+
+    async def listen(self, url: str, *channels: str) -> None:
+        self.conn = await asyncpg.connect(url)
+        for channel in channels:
+            await self.conn.add_listener(
+                channel, lambda _conn, _pid, name, payload: self.queue.put_nowait((name, payload))
+            )
+
+    async def all(self, quiet_s: float = 0.5) -> list[tuple[str, str]]:
+        """Everything heard until nothing more comes for `quiet_s`."""
+        got = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append(await asyncio.wait_for(self.queue.get(), quiet_s))
+        await self.conn.close()
+        return got
+
+
+@pytest.mark.postgres
+async def test_notifications_asked_meanwhile_go_in_one_send(pg_url: str) -> None:
+    """PostgreSQL makes the commits of notifying transactions wait for each other, so the writes
+    notify no one; the notifier sends what they asked since its last send, all in one."""
+    heard = Heard()
+    await heard.listen(pg_url, BATCHES_CHANNEL, CANCELS_CHANNEL)
+    pool = await asyncpg.create_pool(pg_url, min_size=1, max_size=1)
+    notifier = Notifier(lambda: pool)
+    for _ in range(5):
+        notifier.notify(BATCHES_CHANNEL)
+    notifier.notify(CANCELS_CHANNEL, "a")
+    notifier.notify(CANCELS_CHANNEL, "b")
+    notifier.notify(CANCELS_CHANNEL, "a")
+    await notifier.flush()
+    await pool.close()
+    # five sends would have been heard five times: PostgreSQL folds repeats within one transaction only
+    assert await heard.all() == [(BATCHES_CHANNEL, ""), (CANCELS_CHANNEL, "a"), (CANCELS_CHANNEL, "b")]
+
+
+@pytest.mark.postgres
+async def test_a_store_notifies_once_its_writes_committed_and_sends_what_is_left_as_it_closes(
+    pg_url: str,
+) -> None:
+    heard = Heard()
+    await heard.listen(pg_url, BATCHES_CHANNEL, CANCELS_CHANNEL)
+    store = PostgresStore(pg_url, result_ttl_s=3600)
+    await store.open()
+    try:
+        key = await store.create_key("acme")
+        running = await submit(store, key, jobs(1), None)
+        await claim_one(store)
+        assert await store.cancel(running, cancelled=b"{}") is Change.REQUESTED
+        await submit(store, key, jobs(1), None)  # closed at once: its wake-up is still to send
+    finally:
+        await store.close()
+    assert await heard.all() == [(BATCHES_CHANNEL, ""), (CANCELS_CHANNEL, running.id), (BATCHES_CHANNEL, "")]
 
 
 @pytest.mark.postgres

@@ -3,8 +3,9 @@
 Each hook is one SQL statement where it can be (one round trip, one commit): claims lease rows
 with `FOR UPDATE SKIP LOCKED`, so concurrent workers pass over each other's batches instead of
 waiting for them; every write a worker makes is fenced by its lease token; and every write that
-queues work calls `pg_notify` in the same statement, which `listen()` turns into wake-ups of this
-process's worker and delivery loop. Polling stays the fallback. See docs/postgres.md.
+queues work is followed, once committed, by a notification (`Notifier`), which `listen()` turns
+into wake-ups of the workers and delivery loops of every process. Polling stays the fallback. See
+docs/postgres.md.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ T = TypeVar("T")
 Q = sql.queries("postgres")
 log = logging.getLogger(__name__)
 
-BATCHES_CHANNEL = "batchgate_batches"  # the channels queries.sql notifies
+BATCHES_CHANNEL = "batchgate_batches"  # the notification channels
 DELIVERIES_CHANNEL = "batchgate_deliveries"
 CANCELS_CHANNEL = "batchgate_cancels"
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
@@ -132,6 +133,7 @@ class PostgresStore(Store):
         self.listen_check_s = listen_check_s
         self._pool: Any = None  # asyncpg.Pool, once open
         self._listener: Listener | None = None
+        self._notifier = Notifier(lambda: self._pool)
         self._autovacuum = True  # the server's setting, read at open
 
     # lifecycle -------------------------------------------------------------
@@ -193,6 +195,7 @@ class PostgresStore(Store):
         return [version for version, _ in pending]
 
     async def close(self) -> None:
+        await self._notifier.flush()  # what this process's last writes queued, other processes run
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -316,10 +319,21 @@ class PostgresStore(Store):
             *((leasing.owner, leasing.token, leasing.until) if leasing else (None, None, None)),
             traceparent,
         )
-        if idempotency is None:
-            if await self._pool.fetchval(Q["insert_batch"], *args) is not None:
-                return Submitted(SubmitOutcome.CREATED, batch.id)
-            return Submitted(SubmitOutcome.REPEATED, await self._seen_batch_in(self._pool, request))
+        if idempotency is not None:
+            submitted = await self._insert_batch_once(batch, args, request, idempotency)
+        elif await self._pool.fetchval(Q["insert_batch"], *args) is not None:
+            submitted = Submitted(SubmitOutcome.CREATED, batch.id)
+        else:
+            submitted = Submitted(SubmitOutcome.REPEATED, await self._seen_batch_in(self._pool, request))
+        # leased as it was saved, the batch is this process's worker's: no other need hear of it
+        if submitted.outcome is SubmitOutcome.CREATED and leasing is None:
+            self._notifier.notify(BATCHES_CHANNEL)
+        return submitted
+
+    async def _insert_batch_once(
+        self, batch: Batch, args: tuple[Any, ...], request: RequestId | None, idempotency: IdempotencyClaim
+    ) -> Submitted:
+        """The batch, unless its idempotency key (or its signed request) made one already."""
         async with self._pool.acquire() as conn, conn.transaction():
             if request is not None and (seen := await self._seen_batch_in(conn, request)):
                 return Submitted(SubmitOutcome.REPEATED, seen)
@@ -407,19 +421,24 @@ class PostgresStore(Store):
         )
         if not noted:
             return Change.REPLAYED
-        return Change.DONE if restarted else Change.NOTHING
+        if not restarted:
+            return Change.NOTHING
+        self._notifier.notify(BATCHES_CHANNEL)
+        return Change.DONE
 
     @wrap_exceptions
     async def _insert_delivery(
         self, delivery_id: str, batch_id: str, now: float, request: RequestId | None
     ) -> Change:
-        noted, _ = await self._pool.fetchrow(
+        noted, queued = await self._pool.fetchrow(
             Q["insert_delivery"],
             delivery_id,
             batch_id,
             now,
             *(_request(request) if request else (None, None, None)),
         )
+        if queued:
+            self._notifier.notify(DELIVERIES_CHANNEL)
         return Change.DONE if noted else Change.REPLAYED
 
     @wrap_exceptions
@@ -442,11 +461,19 @@ class PostgresStore(Store):
                 and await conn.fetchval(Q["note_request"], *_request(request), batch_id) is None
             ):
                 return Change.REPLAYED
-            if await conn.fetchrow(Q["cancel_unheld"], batch_id, cancelled, now, expires_at, delivery_id):
-                return Change.DONE
-            if await conn.fetchrow(Q["request_cancel"], batch_id, now):
-                return Change.REQUESTED
-            return Change.FINISHED
+            unheld = await conn.fetchrow(
+                Q["cancel_unheld"], batch_id, cancelled, now, expires_at, delivery_id
+            )
+            requested = unheld is None and await conn.fetchval(Q["request_cancel"], batch_id, now) is not None
+        # told once the transaction has committed, so that whoever hears finds the change
+        if unheld is not None:
+            if unheld[1]:  # its callback was queued
+                self._notifier.notify(DELIVERIES_CHANNEL)
+            return Change.DONE
+        if requested:
+            self._notifier.notify(CANCELS_CHANNEL, batch_id)
+            return Change.REQUESTED
+        return Change.FINISHED
 
     # the worker's side -----------------------------------------------------
     @wrap_exceptions
@@ -494,7 +521,9 @@ class PostgresStore(Store):
         )
         if row is None:
             return False, None
-        return True, (tuple(row[2:]) if delivery_leasing is not None and row[2] is not None else None)
+        if delivery_id is not None and delivery_leasing is None:
+            self._notifier.notify(DELIVERIES_CHANNEL)
+        return True, (tuple(row[1:]) if delivery_leasing is not None and row[1] is not None else None)
 
     @wrap_exceptions
     async def _renew(self, tokens: Sequence[str], until: float) -> list[str]:
@@ -576,7 +605,10 @@ class PostgresStore(Store):
 
     @wrap_exceptions
     async def _redeliver(self, delivery_id: str, now: float) -> bool:
-        return await self._pool.fetchrow(Q["redeliver"], delivery_id, now) is not None
+        if await self._pool.fetchval(Q["redeliver"], delivery_id, now) is None:
+            return False
+        self._notifier.notify(DELIVERIES_CHANNEL)
+        return True
 
     @wrap_exceptions
     async def _touch_key(self, key: str, now: float) -> None:
@@ -616,6 +648,53 @@ class PostgresStore(Store):
     @wrap_exceptions
     async def _purge(self, now: float) -> int:
         return int(await self._pool.fetchval(Q["purge"], now))
+
+
+class Notifier:
+    """Sends the notifications that a process's writes call for, once those writes have committed,
+    many in one transaction.
+
+    PostgreSQL makes the commits of all transactions that notify wait for each other, on one lock
+    held through each commit's flush to disk. With `pg_notify` inside the writes, every `run`
+    and every finished batch waited its turn behind every other, and their commits could not
+    share a flush: under sustained load on a slow disk, `run` and callbacks fell seconds behind.
+    The writes here notify no one; each asks this notifier, which sends everything asked since its
+    last send in one statement of its own, committed without waiting for the disk (`notify` in
+    queries.sql). One send at a time: what is asked meanwhile goes in the next. A notification
+    lost to a crash just after its write committed is covered by polling, as one lost to a dropped
+    LISTEN connection is."""
+
+    def __init__(self, pool: Callable[[], Any]) -> None:
+        self._pool = pool  # the store's pool (asyncpg.Pool), or None once it is closed
+        self._asked: dict[tuple[str, str], None] = {}  # (channel, payload), in the order asked
+        self._sending: asyncio.Task[None] | None = None
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        self._asked[channel, payload] = None
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send())
+
+    async def flush(self) -> None:
+        """Waits until everything asked so far has been sent (or failed to be)."""
+        while self._sending is not None and not self._sending.done():
+            await asyncio.shield(self._sending)
+
+    async def _send(self) -> None:
+        while self._asked:
+            asked, self._asked = list(self._asked), {}
+            pool = self._pool()
+            if pool is None:
+                return  # closed: the other processes' polling finds the work
+            try:
+                await pool.execute(
+                    Q["notify"], [channel for channel, _ in asked], [payload for _, payload in asked]
+                )
+            except DRIVER_ERRORS as exc:
+                log.warning(
+                    "could not notify the other processes (%s: %s); they find the work when they poll",
+                    type(exc).__name__,
+                    exc,
+                )
 
 
 class Listener:

@@ -1,5 +1,6 @@
--- PostgreSQL queries, positional ($1...) for asyncpg. Every write that queues work calls
--- pg_notify in its own statement, so the notification is sent exactly when it commits.
+-- PostgreSQL queries, positional ($1...) for asyncpg. No write notifies: PostgreSQL makes the
+-- commits of all notifying transactions wait for each other, so the store sends a write's
+-- notification once it has committed, many at a time (`notify`, and `Notifier` in postgres.py).
 -- Channels: batchgate_batches (a batch became runnable), batchgate_deliveries (a callback is due),
 -- batchgate_cancels (a client asked to cancel a running batch; the payload is its id).
 
@@ -26,6 +27,13 @@ SELECT 1;
 
 -- name: autovacuum_on
 SELECT current_setting('autovacuum')::bool;
+
+-- name: notify
+-- Writes' notifications, sent after they committed: channel $1[i], payload $2[i]. Committed without
+-- waiting for the flush to disk (set_config is SET LOCAL): the transaction writes nothing a crash
+-- must keep, and so holds PostgreSQL's notification lock only for a moment.
+SELECT set_config('synchronous_commit', 'off', true), pg_notify(n.channel, n.payload)
+FROM unnest($1::text[], $2::text[]) AS n (channel, payload);
 
 -- keys -------------------------------------------------------------------------
 
@@ -78,8 +86,8 @@ SELECT fingerprint, batch_id FROM idempotency_keys WHERE account = $1 AND key = 
 -- made it, in one statement: one round trip, one commit. When the same signed request was noted
 -- before, nothing is inserted and no row comes back. The jobs' foreign key is checked at the end
 -- of the statement, when the batch row exists. Given a lease ($20, $21, $22: owner, token, until),
--- the batch is written running and leased to a worker of the process that accepted it, and no
--- other worker is notified: none may take it. $23: the traceparent of the run's span, if traced.
+-- the batch is written running and leased to a worker of the process that accepted it (no other
+-- worker need hear of it: none may take it). $23: the traceparent of the run's span, if traced.
 WITH seen AS (
     INSERT INTO seen_requests (key, signature, expires_at, batch_id)
     SELECT $16, $17, $18, $1 WHERE $16::text IS NOT NULL
@@ -97,7 +105,7 @@ WITH seen AS (
     FROM batch, unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
         WITH ORDINALITY AS j (namespace, action, params, job_key, depends_on)
 )
-SELECT id, CASE WHEN $21::text IS NULL THEN pg_notify('batchgate_batches', id) END FROM batch;
+SELECT id FROM batch;
 
 -- name: get_batch
 -- The columns of a Batch, in the model's order (store.base.BATCH_COLUMNS).
@@ -169,10 +177,8 @@ WITH seen AS (
 ), superseded AS (
     UPDATE deliveries SET status = 'superseded', lease_token = NULL
     FROM batch WHERE deliveries.batch_id = batch.id AND deliveries.status = 'pending'
-), notified AS (
-    SELECT pg_notify('batchgate_batches', id) FROM batch
 )
-SELECT $2::text IS NULL OR EXISTS (SELECT 1 FROM seen), EXISTS (SELECT 1 FROM notified);
+SELECT $2::text IS NULL OR EXISTS (SELECT 1 FROM seen), EXISTS (SELECT 1 FROM batch);
 
 -- name: insert_delivery
 -- ($4, $5, $6: the signed request, noted in the same statement.) Answers (request noted or none
@@ -187,10 +193,8 @@ WITH seen AS (
     SELECT $1, id, callback_url, 'pending', $3, $3, destination FROM batches
     WHERE id = $2 AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM seen))
     RETURNING id
-), notified AS (
-    SELECT pg_notify('batchgate_deliveries', id) FROM delivery
 )
-SELECT $4::text IS NULL OR EXISTS (SELECT 1 FROM seen), EXISTS (SELECT 1 FROM notified);
+SELECT $4::text IS NULL OR EXISTS (SELECT 1 FROM seen), EXISTS (SELECT 1 FROM delivery);
 
 -- name: recent_deliveries
 SELECT created_at FROM deliveries WHERE batch_id = $1 AND created_at >= $2 ORDER BY created_at;
@@ -214,19 +218,14 @@ WITH batch AS (
     INSERT INTO deliveries (id, batch_id, url, status, next_at, created_at, destination)
     SELECT $5::text, id, callback_url, 'pending', $3, $3, destination FROM batch WHERE $5::text IS NOT NULL
     RETURNING id
-), notified AS (
-    SELECT pg_notify('batchgate_deliveries', id) FROM delivery
 )
-SELECT id, (SELECT count(*) FROM notified) FROM batch;
+SELECT id, EXISTS (SELECT 1 FROM delivery) FROM batch;
 
 -- name: request_cancel
 -- A batch a worker holds: its worker stops it, told at once through batchgate_cancels.
-WITH batch AS (
-    UPDATE batches SET cancel_requested_at = coalesce(cancel_requested_at, $2)
-    WHERE id = $1 AND status = 'running'
-    RETURNING id
-)
-SELECT pg_notify('batchgate_cancels', id) FROM batch;
+UPDATE batches SET cancel_requested_at = coalesce(cancel_requested_at, $2)
+WHERE id = $1 AND status = 'running'
+RETURNING id;
 
 -- the worker's side --------------------------------------------------------------
 
@@ -293,8 +292,7 @@ SELECT cancel_requested FROM advanced;
 -- The last record, or the end of a cancelled batch ($16, the body every job still without a
 -- response gets): fenced like record_jobs, and it drops the lease, so it finishes once; given
 -- $17, it queues the callback: given $19 and $20 (a token, until when), leased to this process's
--- delivery loop, without notifying any other, and returned as claim_deliveries returns it. No row
--- back means the lease was lost.
+-- delivery loop and returned as claim_deliveries returns it. No row back means the lease was lost.
 WITH finished AS (
     UPDATE batches
     SET status = $15, failed_count = failed_count + $4,
@@ -324,9 +322,7 @@ WITH finished AS (
     FROM finished WHERE $17::text IS NOT NULL
     RETURNING id, batch_id, url, body, attempts, destination
 )
-SELECT finished.id,
-       (SELECT pg_notify('batchgate_deliveries', delivery.id) FROM delivery WHERE $19::text IS NULL),
-       d.id, d.batch_id, d.url, d.body, d.attempts, d.destination, k.webhook_secret, k.secret,
+SELECT finished.id, d.id, d.batch_id, d.url, d.body, d.attempts, d.destination, k.webhook_secret, k.secret,
        CASE WHEN k.webhook_previous_until > $7 THEN k.webhook_secret_previous END, finished.created_at
 FROM finished
 LEFT JOIN api_keys k ON k.key = finished.key
@@ -443,7 +439,7 @@ WITH delivery AS (
     WHERE id = $1 AND status IN ('failed', 'gone')
     RETURNING id
 )
-SELECT id, pg_notify('batchgate_deliveries', id) FROM delivery;
+SELECT id FROM delivery;
 
 -- name: touch_key
 UPDATE api_keys SET last_used_at = $2 WHERE key = $1;
