@@ -195,7 +195,7 @@ class PostgresStore(Store):
         return [version for version, _ in pending]
 
     async def close(self) -> None:
-        await self._notifier.flush()  # what this process's last writes queued, other processes run
+        await self._notifier.flush()  # the last writes' wake-ups: other processes run that work
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -651,18 +651,18 @@ class PostgresStore(Store):
 
 
 class Notifier:
-    """Sends the notifications that a process's writes call for, once those writes have committed,
-    many in one transaction.
+    """Sends the notifications that a process's writes call for, once those writes have
+    committed, many in one transaction.
 
-    PostgreSQL makes the commits of all transactions that notify wait for each other, on one lock
-    held through each commit's flush to disk. With `pg_notify` inside the writes, every `run`
-    and every finished batch waited its turn behind every other, and their commits could not
-    share a flush: under sustained load on a slow disk, `run` and callbacks fell seconds behind.
-    The writes here notify no one; each asks this notifier, which sends everything asked since its
-    last send in one statement of its own, committed without waiting for the disk (`notify` in
+    PostgreSQL makes the commits of all transactions that notify wait for each other, on one
+    lock held through each commit's flush to disk. With `pg_notify` inside the writes, every
+    `run` and every finished batch waited its turn behind every other, and their commits could
+    not share a flush (in a soak, up to 19 writes at a time waited on that lock). The writes
+    here notify no one; each asks this notifier, which sends everything asked since its last
+    send in one statement of its own, committed without waiting for the disk (`notify` in
     queries.sql). One send at a time: what is asked meanwhile goes in the next. A notification
-    lost to a crash just after its write committed is covered by polling, as one lost to a dropped
-    LISTEN connection is."""
+    lost to a crash just after its write committed is covered by polling, as one lost to a
+    dropped LISTEN connection is."""
 
     def __init__(self, pool: Callable[[], Any]) -> None:
         self._pool = pool  # the store's pool (asyncpg.Pool), or None once it is closed
